@@ -1,0 +1,34 @@
+//! # kiln-ir
+//!
+//! The typed dataflow-graph IR of Kiln, its text form, the model-building DSL
+//! and the reference interpreter — the semantic oracle every optimization and
+//! every kernel is tested against. No heavy dependencies live here.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`dim`] | symbolic dimensions (`seq`, `past+seq`) and their evaluation |
+//! | [`types`] | dtypes, shapes, tensor types |
+//! | [`op`] | the op set (logical and kernel-level) |
+//! | [`infer`] | type rules, shared by every producer of graphs |
+//! | [`graph`] | the graph on petgraph: nodes, values, inputs, outputs |
+//! | [`verify`] | the verifier |
+//! | [`text`] | the text form: print and parse |
+//! | [`tensor`] | host tensors |
+
+pub mod dim;
+pub mod graph;
+pub mod infer;
+pub mod literal;
+pub mod op;
+pub mod tensor;
+pub mod text;
+pub mod types;
+pub mod verify;
+
+pub use dim::{Bindings, Dim};
+pub use graph::{Graph, GraphError, GraphOutput, Node, NodeId, Value};
+pub use literal::Literal;
+pub use op::{BinaryOp, CmpOp, FusedOp, FusionKind, Op, ReduceOp, ScanOp, UnaryOp};
+pub use tensor::{Tensor, TensorData};
+pub use types::{DType, Shape, TensorType};
+pub use verify::verify;
