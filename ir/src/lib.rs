@@ -14,10 +14,12 @@
 //! | [`verify`] | the verifier |
 //! | [`text`] | the text form: print and parse |
 //! | [`tensor`] | host tensors |
+//! | [`kernel`] | the kernel model (grid of blocks, CPU and GPU ABI) |
 
 pub mod dim;
 pub mod graph;
 pub mod infer;
+pub mod kernel;
 pub mod literal;
 pub mod op;
 pub mod tensor;
