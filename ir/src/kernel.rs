@@ -71,3 +71,145 @@ pub struct KernelLaunch {
     /// Threads per block on the GPU (ignored on the CPU).
     pub gpu_threads: u32,
 }
+
+use crate::graph::{Graph, NodeId};
+use crate::op::{FusedOp, FusionKind, Op};
+use crate::types::Shape;
+use std::collections::HashSet;
+
+/// A fused body that breaks the fusion contract, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fused {kind} kernel: {message}")]
+pub struct FusionError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// How a fused kernel maps onto the grid: one block per index of `outer`
+/// (the leading dims every result shares); inside a block the kernel loops
+/// over the remaining dims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FusionGeometry {
+    pub outer: Shape,
+}
+
+/// Checks a fused op against the fusion contract, which is what code
+/// generation relies on, and returns its geometry.
+///
+/// Both kinds:
+/// - the body holds only inputs, scalar (`[]`) constants, `iota`, element-wise
+///   ops and data-movement ops (reshape, permute, broadcast, slice, concat, pad,
+///   gather) — plus, for `row`, reductions;
+/// - every result is computed element by element with numpy semantics, so any
+///   index mapping those ops express is allowed.
+///
+/// `loop`: all results have the same shape; `outer` is that shape without its
+/// last axis.
+///
+/// `row`: every reduction reduces the trailing axes `r..` of its operand and
+/// all agree on the leading dims `outer = operand[..r]`; every result shape
+/// starts with `outer`; between a reduction and a result only element-wise
+/// ops and broadcasts appear (so a reduced value only ever meets the row it
+/// was computed for, and a block can compute it once).
+pub fn check_fused(f: &FusedOp) -> Result<FusionGeometry, FusionError> {
+    let kind = f.kind.name();
+    let fail = |m: String| FusionError { kind, message: m };
+    let g: &Graph = &f.body;
+    if g.outputs().is_empty() {
+        return Err(fail("body has no results".into()));
+    }
+    let mut reduces: Vec<NodeId> = Vec::new();
+    for n in g.node_ids() {
+        let op = &g.node(n).op;
+        let ok = match op {
+            Op::Input { .. } | Op::Iota { .. } => true,
+            Op::Const(l) => l.shape.is_empty(),
+            Op::Reduce { .. } => {
+                reduces.push(n);
+                f.kind == FusionKind::Row
+            }
+            _ => op.is_elementwise() || op.is_data_movement(),
+        };
+        if !ok {
+            return Err(fail(format!(
+                "`{}` is not allowed in the body{}",
+                op.name(),
+                if matches!(op, Op::Const(_)) { " (only scalar constants are)" } else { "" }
+            )));
+        }
+    }
+    let out_shapes: Vec<Shape> = g.output_types().into_iter().map(|t| t.shape).collect();
+    match f.kind {
+        FusionKind::Loop => {
+            if out_shapes.iter().any(|s| *s != out_shapes[0]) {
+                return Err(fail("results have different shapes".into()));
+            }
+            let s = &out_shapes[0];
+            let outer = if s.is_empty() { Vec::new() } else { s[..s.len() - 1].to_vec() };
+            Ok(FusionGeometry { outer })
+        }
+        FusionKind::Row => {
+            if reduces.is_empty() {
+                return Err(fail("a row kernel needs at least one reduction".into()));
+            }
+            let mut outer: Option<Shape> = None;
+            for &n in &reduces {
+                let Op::Reduce { axes, .. } = &g.node(n).op else { unreachable!() };
+                let operand = g.ty(g.operands(n)[0]).shape.clone();
+                let r = operand.len() - axes.len();
+                let mut sorted = axes.clone();
+                sorted.sort_unstable();
+                if sorted != (r..operand.len()).collect::<Vec<_>>() {
+                    return Err(fail(format!("reduction over {axes:?} is not over the trailing axes")));
+                }
+                let o = operand[..r].to_vec();
+                match &outer {
+                    None => outer = Some(o),
+                    Some(prev) if *prev != o => {
+                        return Err(fail("reductions disagree on the outer dims".into()))
+                    }
+                    _ => {}
+                }
+            }
+            let outer = outer.expect("at least one reduction");
+            for s in &out_shapes {
+                if s.len() < outer.len() || s[..outer.len()] != outer[..] {
+                    return Err(fail(format!(
+                        "result shape {s:?} does not start with the outer dims {outer:?}"
+                    )));
+                }
+            }
+            // Only element-wise ops and broadcasts may sit downstream of a reduction.
+            let mut downstream: HashSet<NodeId> = HashSet::new();
+            let mut stack: Vec<NodeId> = reduces.clone();
+            while let Some(n) = stack.pop() {
+                for (user, _, _) in g.users(n) {
+                    let op = &g.node(user).op;
+                    let ok = op.is_elementwise()
+                        || matches!(op, Op::Broadcast { .. } | Op::Reduce { .. });
+                    if !ok {
+                        return Err(fail(format!(
+                            "`{}` uses a reduced value; only element-wise ops and broadcasts may",
+                            op.name()
+                        )));
+                    }
+                    // Right-aligned broadcasting must not shift a row value onto other axes.
+                    let (from, to) = (&g.node(n).outputs[0].shape, &g.node(user).outputs[0].shape);
+                    let is_reduce = matches!(op, Op::Reduce { .. });
+                    if !is_reduce
+                        && (from.len() != to.len() || from.len() < outer.len() || from[..outer.len()] != outer[..])
+                    {
+                        return Err(fail(format!(
+                            "a reduced value of shape {from:?} reaches `{}` of shape {to:?}; keep the outer dims {outer:?} leading and the rank unchanged",
+                            op.name()
+                        )));
+                    }
+                    if downstream.insert(user) {
+                        stack.push(user);
+                    }
+                }
+            }
+            Ok(FusionGeometry { outer })
+        }
+    }
+}

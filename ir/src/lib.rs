@@ -13,12 +13,19 @@
 //! | [`graph`] | the graph on petgraph: nodes, values, inputs, outputs |
 //! | [`verify`] | the verifier |
 //! | [`text`] | the text form: print and parse |
+//! | [`json`], [`dot`] | JSON (serde) and Graphviz forms |
+//! | [`dsl`] | the Rust DSL models are written in |
+//! | [`interp`] | the reference interpreter |
 //! | [`tensor`] | host tensors |
 //! | [`kernel`] | the kernel model (grid of blocks, CPU and GPU ABI) |
 
 pub mod dim;
+pub mod dot;
+pub mod dsl;
 pub mod graph;
 pub mod infer;
+pub mod interp;
+pub mod json;
 pub mod kernel;
 pub mod literal;
 pub mod op;

@@ -1,0 +1,1 @@
+//! Graphviz DOT form of graphs (being written).

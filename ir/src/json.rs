@@ -1,0 +1,1 @@
+//! JSON form of graphs (being written).
