@@ -1,1 +1,39 @@
-//! kiln-models
+//! # kiln-models
+//!
+//! Models written in Kiln's DSL, and the registry of built-in models the CLI
+//! offers (`kiln models`).
+//!
+//! | module | model |
+//! |---|---|
+//! | [`tiny_decoder`] | a small decoder-only transformer (the default of `kiln run`) |
+
+pub mod tiny_decoder;
+
+use kiln_ir::dsl::BuildError;
+use kiln_ir::{Graph, Tensor};
+use std::collections::BTreeMap;
+
+/// A model the CLI knows by name.
+pub struct BuiltinModel {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Builds the graph.
+    pub build: fn() -> Result<Graph, BuildError>,
+    /// Deterministic weights for a seed.
+    pub weights: fn(u64) -> BTreeMap<String, Tensor>,
+}
+
+/// Every built-in model.
+pub fn builtin_models() -> Vec<BuiltinModel> {
+    vec![BuiltinModel {
+        name: "tiny-decoder",
+        description: "2-layer decoder-only transformer (byte vocabulary, hidden 64, 4 heads, SwiGLU MLP), seeded random weights",
+        build: || tiny_decoder::build(&tiny_decoder::TinyDecoderConfig::default()),
+        weights: |seed| tiny_decoder::random_weights(&tiny_decoder::TinyDecoderConfig::default(), seed),
+    }]
+}
+
+/// The built-in model called `name`.
+pub fn builtin(name: &str) -> Option<BuiltinModel> {
+    builtin_models().into_iter().find(|m| m.name == name)
+}
