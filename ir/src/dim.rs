@@ -107,6 +107,13 @@ impl Dim {
         Dim { terms: out }
     }
 
+    /// The polynomial's terms as `(coefficient, symbols)` in canonical order
+    /// (symbols sorted, repeated for powers); code generation emits a dim as
+    /// arithmetic from them.
+    pub fn terms(&self) -> impl Iterator<Item = (i64, &[String])> + '_ {
+        self.terms.iter().map(|(m, c)| (*c, m.as_slice()))
+    }
+
     /// Multiplies by a constant.
     pub fn scale(&self, k: i64) -> Dim {
         Dim::from_terms(self.terms.iter().map(|(m, c)| (m.clone(), c * k)))
