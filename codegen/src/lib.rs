@@ -1,1 +1,161 @@
-//! kiln-codegen
+//! # kiln-codegen
+//!
+//! Kernel-level IR nodes to MLIR (generated as text and parsed by melior),
+//! lowered to LLVM and JIT-compiled in-process for the CPU, or lowered to
+//! NVVM and emitted as PTX for the GPU. One kernel model for both targets
+//! ([`kiln_ir::kernel`]): a kernel is a function over a grid of blocks.
+//!
+//! This is the only crate of Kiln that links LLVM/MLIR; the runtime never
+//! depends on it.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`target`] | [`Target`], [`GpuArch`] |
+//! | `builder` | MLIR text builder: typed SSA values, scoped CSE, `scf` control flow |
+//! | `ctx` | one kernel function: buffers, sizes, block/thread ids, parallel loops, reductions |
+//! | `scalar` | dtype registers/memory and every element-wise op's semantics |
+//! | `math` | transcendental functions (libm on the CPU, NVVM-intrinsic formulas on the GPU) |
+//! | `elemental` | the elemental emitter over fused bodies |
+//! | `fused` | `loop` and `row` fused kernels |
+//! | `matmul` | tiled batched matmul |
+//! | `emit` | kernel specs to one MLIR module |
+//! | [`driver`] | the stage lists, MLIR parsing, pass running, JIT, PTX extraction (FFI) |
+
+mod builder;
+mod ctx;
+pub mod driver;
+mod elemental;
+mod emit;
+mod error;
+mod fused;
+mod math;
+mod matmul;
+mod scalar;
+pub mod target;
+
+pub use error::CodegenError;
+pub use target::{GpuArch, Target};
+
+use kiln_ir::kernel::KernelLaunch;
+use kiln_ir::{Op, TensorType};
+use std::collections::HashMap;
+
+/// One kernel to compile: a kernel-level op (`fused` or `matmul`) with the
+/// types of its operands and results. The compiled function is named `name`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelSpec {
+    pub name: String,
+    pub op: Op,
+    pub operand_types: Vec<TensorType>,
+    pub result_types: Vec<TensorType>,
+}
+
+/// A compiled CPU kernel, following the CPU ABI of [`kiln_ir::kernel`]:
+/// `args` holds one buffer pointer per operand then per result, `sizes` the
+/// size symbols' values in the module's symbol order, and the call computes
+/// blocks `block_begin..block_end` of the kernel's grid.
+pub type CpuKernelFn =
+    unsafe extern "C" fn(args: *const *mut u8, sizes: *const i64, block_begin: i64, block_end: i64);
+
+/// Options for [`compile_cpu_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Compute transcendental functions with the GPU's formulas (built from
+    /// `exp2`/`log2`/`sin`/`cos`/`sqrt`) instead of libm, so those formulas
+    /// can be tested against the interpreter on a machine without a GPU.
+    pub portable_math: bool,
+}
+
+/// JIT-compiled kernels. Owns the execution engine: the function pointers
+/// stay valid as long as the module lives.
+pub struct CpuModule {
+    jit: driver::Jit,
+    launches: Vec<KernelLaunch>,
+    mlir: String,
+}
+
+impl CpuModule {
+    /// Launch information of every kernel, in the order given.
+    pub fn launches(&self) -> &[KernelLaunch] {
+        &self.launches
+    }
+
+    /// The entry point of kernel `name`.
+    pub fn lookup(&self, name: &str) -> Option<CpuKernelFn> {
+        let addr = *self.jit.entries.get(name)?;
+        // SAFETY: `addr` is the non-null address the execution engine returned
+        // for a function emitted with exactly the `CpuKernelFn` signature
+        // (`(ptr, ptr, i64, i64) -> ()`, C calling convention); the engine
+        // (and so the code) lives as long as `self`.
+        Some(unsafe { std::mem::transmute::<usize, CpuKernelFn>(addr) })
+    }
+
+    /// The MLIR before lowering.
+    pub fn mlir(&self) -> &str {
+        &self.mlir
+    }
+
+    /// The module in the LLVM dialect, after the CPU stages.
+    pub fn llvm_dialect(&self) -> &str {
+        &self.jit.llvm_dialect
+    }
+}
+
+/// PTX for a set of kernels and their launch information. Each kernel is a
+/// `.entry` named as its spec, following the GPU ABI of [`kiln_ir::kernel`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PtxModule {
+    pub ptx: String,
+    pub launches: Vec<KernelLaunch>,
+}
+
+/// The MLIR of `kernels` for `target`, before any lowering (what
+/// `kiln inspect` shows). `symbols` is the sorted list of size symbols, the
+/// order of the `sizes` array (CPU) or size parameters (GPU).
+pub fn emit_mlir(
+    kernels: &[KernelSpec],
+    symbols: &[String],
+    target: &Target,
+) -> Result<String, CodegenError> {
+    Ok(emit::emit_module(kernels, symbols, *target, false)?.mlir)
+}
+
+/// Compiles `kernels` for the CPU and JIT-compiles them in-process.
+pub fn compile_cpu(kernels: &[KernelSpec], symbols: &[String]) -> Result<CpuModule, CodegenError> {
+    compile_cpu_with(kernels, symbols, &CpuOptions::default())
+}
+
+/// [`compile_cpu`] with options.
+pub fn compile_cpu_with(
+    kernels: &[KernelSpec],
+    symbols: &[String],
+    options: &CpuOptions,
+) -> Result<CpuModule, CodegenError> {
+    let e = emit::emit_module(kernels, symbols, Target::Cpu, options.portable_math)?;
+    let names: Vec<String> = kernels.iter().map(|k| k.name.clone()).collect();
+    let jit = driver::jit_cpu(&e.mlir, &names)?;
+    Ok(CpuModule {
+        jit,
+        launches: e.launches,
+        mlir: e.mlir,
+    })
+}
+
+/// Compiles `kernels` to PTX for `arch`.
+pub fn compile_ptx(
+    kernels: &[KernelSpec],
+    symbols: &[String],
+    arch: GpuArch,
+) -> Result<PtxModule, CodegenError> {
+    let e = emit::emit_module(kernels, symbols, Target::Gpu { arch }, false)?;
+    let ptx = driver::ptx_gpu(&e.mlir, arch)?;
+    Ok(PtxModule {
+        ptx,
+        launches: e.launches,
+    })
+}
+
+/// Launch information by kernel name (a convenience for executors).
+pub fn launches_by_name(launches: &[KernelLaunch]) -> HashMap<&str, &KernelLaunch> {
+    launches.iter().map(|l| (l.name.as_str(), l)).collect()
+}
