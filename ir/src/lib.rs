@@ -30,6 +30,8 @@ pub mod kernel;
 pub mod literal;
 pub mod op;
 pub mod tensor;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod text;
 pub mod types;
 pub mod verify;

@@ -1,5 +1,6 @@
 //! Printing a graph in the text form (see the module docs of [`crate::text`]).
 
+use super::attrs::op_attrs;
 use crate::graph::{Graph, NodeId, Value};
 use crate::literal::{Literal, LiteralData};
 use crate::op::Op;
@@ -18,18 +19,30 @@ fn indent(level: usize) -> String {
     "  ".repeat(level)
 }
 
-/// Formats a float so that parsing it back and rounding to `dtype` gives the same bits.
+/// Formats a float so that parsing it back and rounding to `dtype` gives the
+/// same bits. `f32`, `f16` and `bf16` values print the shortest `f32` text,
+/// other dtypes (pad values) the shortest `f64` text; very large and very
+/// small magnitudes use an exponent (`1e-30`). `inf`, `-inf` and `nan` are
+/// spelled out; a NaN other than the canonical one prints its raw `f64` bits
+/// in hex (`0x7ff8000000000001`), so that it too reads back unchanged.
 pub fn format_float(dtype: DType, v: f64) -> String {
     if v.is_nan() {
-        return "nan".into();
+        return if v.to_bits() == f64::NAN.to_bits() {
+            "nan".into()
+        } else {
+            format!("0x{:016x}", v.to_bits())
+        };
     }
     if v.is_infinite() {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
-    match dtype {
+    let exponent = v != 0.0 && !(1e-5..1e16).contains(&v.abs());
+    match (dtype, exponent) {
         // f32/f16/bf16 values are exactly f32: the shortest f32 repr round-trips.
-        DType::F32 | DType::F16 | DType::BF16 => format!("{}", v as f32),
-        _ => format!("{v}"),
+        (DType::F32 | DType::F16 | DType::BF16, false) => format!("{}", v as f32),
+        (DType::F32 | DType::F16 | DType::BF16, true) => format!("{:e}", v as f32),
+        (_, false) => format!("{v}"),
+        (_, true) => format!("{v:e}"),
     }
 }
 
@@ -46,55 +59,9 @@ fn format_literal(lit: &Literal) -> String {
     }
 }
 
-fn dims(ds: &[crate::Dim]) -> String {
-    let v: Vec<String> = ds.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", v.join(","))
-}
-
-/// The `{key=value, ...}` attributes of an op (empty when it has none).
-fn attributes(op: &Op) -> Vec<(String, String)> {
-    let kv = |k: &str, v: String| (k.to_string(), v);
-    match op {
-        Op::Iota { ty, axis } => vec![kv("axis", axis.to_string()), kv("type", ty.to_string())],
-        Op::Cast(to) => vec![kv("to", to.to_string())],
-        Op::Reduce {
-            axes, keep_dims, ..
-        } => vec![
-            kv("axes", format!("{axes:?}").replace(' ', "")),
-            kv("keep_dims", keep_dims.to_string()),
-        ],
-        Op::Reshape { shape } => vec![kv("shape", dims(shape))],
-        Op::Permute { perm } => vec![kv("perm", format!("{perm:?}").replace(' ', ""))],
-        Op::Broadcast { shape } => vec![kv("shape", dims(shape))],
-        Op::Slice { axis, start, end } => vec![
-            kv("axis", axis.to_string()),
-            kv("start", start.to_string()),
-            kv("end", end.to_string()),
-        ],
-        Op::Concat { axis } | Op::Gather { axis } => vec![kv("axis", axis.to_string())],
-        Op::Pad {
-            axis,
-            low,
-            high,
-            value,
-        } => vec![
-            kv("axis", axis.to_string()),
-            kv("low", low.to_string()),
-            kv("high", high.to_string()),
-            kv("value", format_float(DType::I64, value.0)),
-        ],
-        Op::Scan(s) => vec![
-            kv("num_carry", s.num_carry.to_string()),
-            kv("num_xs", s.num_xs.to_string()),
-            kv("axis", s.axis.to_string()),
-            kv("reverse", s.reverse.to_string()),
-        ],
-        Op::Fused(f) => vec![kv("kind", f.kind.name().to_string())],
-        _ => vec![],
-    }
-}
-
-/// Quotes a string with `"` and backslash escapes for `"`, `\`, newline and tab.
+/// Quotes a string with `"` and backslash escapes for `"`, `\`, newline
+/// (`\n`), tab (`\t`), carriage return (`\r`) and other control characters
+/// (`\u{1b}`), so a quoted string never spans lines.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -104,6 +71,10 @@ pub fn quote(s: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
             c => out.push(c),
         }
     }
@@ -137,7 +108,13 @@ fn print_graph(g: &Graph, level: usize, out: &mut String) {
     let params: Vec<String> = g
         .inputs()
         .iter()
-        .map(|&n| format!("{}: {}", names[&n], g.node(n).outputs[0]))
+        .map(|&n| {
+            let node = g.node(n);
+            match &node.loc {
+                Some(loc) => format!("{}: {} loc({})", names[&n], node.outputs[0], quote(loc)),
+                None => format!("{}: {}", names[&n], node.outputs[0]),
+            }
+        })
         .collect();
     let _ = writeln!(
         out,
@@ -170,7 +147,7 @@ fn print_graph(g: &Graph, level: usize, out: &mut String) {
                 let _ = write!(line, "({})", ops.join(", "));
             }
         }
-        let attrs = attributes(&node.op);
+        let attrs = op_attrs(&node.op);
         if !attrs.is_empty() {
             let a: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = write!(line, " {{{}}}", a.join(", "));
@@ -200,7 +177,8 @@ fn print_graph(g: &Graph, level: usize, out: &mut String) {
             s
         })
         .collect();
-    let _ = writeln!(out, "{}return {}", indent(level + 1), rets.join(", "));
+    let sep = if rets.is_empty() { "" } else { " " };
+    let _ = writeln!(out, "{}return{sep}{}", indent(level + 1), rets.join(", "));
     let _ = writeln!(out, "{}}}", indent(level));
 }
 
