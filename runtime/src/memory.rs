@@ -1,0 +1,57 @@
+//! 64-byte aligned host buffers (cache lines; vector loads of any width).
+
+use bytemuck::{Pod, Zeroable};
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A zero-initialized, 64-byte aligned byte buffer.
+#[derive(Clone, Default)]
+pub struct AlignedBuf {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        AlignedBuf {
+            lines: vec![Line([0; 64]); len.div_ceil(64).max(1)],
+            len,
+        }
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> AlignedBuf {
+        let mut b = AlignedBuf::zeroed(bytes.len());
+        b.as_bytes_mut().copy_from_slice(bytes);
+        b
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Grows (never shrinks) to at least `len` bytes; contents are not kept.
+    pub fn ensure(&mut self, len: usize) {
+        if len > self.lines.len() * 64 {
+            *self = AlignedBuf::zeroed(len);
+        }
+        self.len = self.len.max(len);
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        bytemuck::cast_slice_mut::<Line, u8>(&mut self.lines).as_mut_ptr()
+    }
+}
