@@ -17,6 +17,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+/// A node in canonical order: the node and its operands as (position, port).
+type CanonicalNode<'a> = (&'a Node, Vec<(usize, u32)>);
+/// An output in canonical order: name, position, port, alias.
+type CanonicalOutput<'a> = (&'a str, usize, u32, Option<&'a str>);
+
 /// Identifies a node; stable across removals.
 pub type NodeId = NodeIndex<u32>;
 
@@ -510,12 +515,7 @@ impl Graph {
     /// Structure in canonical order: for each node, its op, result types, loc and
     /// operands as (position in the order, port). Two graphs are equal exactly
     /// when these (with name and outputs) are.
-    fn canonical(
-        &self,
-    ) -> (
-        Vec<(&Node, Vec<(usize, u32)>)>,
-        Vec<(&str, usize, u32, Option<&str>)>,
-    ) {
+    fn canonical(&self) -> (Vec<CanonicalNode<'_>>, Vec<CanonicalOutput<'_>>) {
         let order = self.topo_order();
         let pos: std::collections::HashMap<NodeId, usize> =
             order.iter().enumerate().map(|(i, &n)| (n, i)).collect();

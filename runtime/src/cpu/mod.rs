@@ -19,16 +19,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Executor settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ExecOptions {
     /// Worker threads; 0 means one per available core.
     pub threads: usize,
-}
-
-impl Default for ExecOptions {
-    fn default() -> Self {
-        ExecOptions { threads: 0 }
-    }
 }
 
 /// Runs a compiled plan on the CPU.
@@ -254,9 +248,9 @@ impl CpuExecutor {
     fn buffer_pointers(&mut self, inputs: &mut [AlignedBuf]) -> Vec<*mut u8> {
         let n = self.plan.buffers.len();
         let mut ptrs = vec![std::ptr::null_mut(); n];
-        for id in 0..n {
+        for (id, ptr) in ptrs.iter_mut().enumerate() {
             let root = self.plan.root(id);
-            ptrs[id] = match &self.plan.buffers[root].storage {
+            *ptr = match &self.plan.buffers[root].storage {
                 Storage::Input(i) => inputs[*i].as_mut_ptr(),
                 Storage::Param(_) | Storage::Const(_) => self
                     .resident
