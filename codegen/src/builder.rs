@@ -86,6 +86,8 @@ pub struct Builder {
     scopes: Vec<HashMap<String, V>>,
     consts: HashMap<(Ty, u64), V>,
     known_ints: HashMap<V, i64>,
+    /// Module-level declarations the function needs (external libm calls).
+    pub externs: std::collections::BTreeSet<String>,
 }
 
 impl Builder {
@@ -99,6 +101,7 @@ impl Builder {
             scopes: vec![HashMap::new()],
             consts: HashMap::new(),
             known_ints: HashMap::new(),
+            externs: Default::default(),
         }
     }
 
@@ -200,12 +203,23 @@ impl Builder {
 
     /// An integer constant (also `i1` and `index`).
     pub fn ci(&mut self, ty: Ty, value: i64) -> V {
-        let text = if ty == Ty::I1 {
-            if value != 0 { "true" } else { "false" }.to_string()
+        let v = if ty == Ty::I1 {
+            // `arith.constant true` takes no type suffix.
+            let t = if value != 0 { "true" } else { "false" };
+            if let Some(v) = self.consts.get(&(ty, value as u64)) {
+                *v
+            } else {
+                let v = self.fresh(ty);
+                let was = self.in_prologue;
+                self.in_prologue = true;
+                self.line(&format!("{v} = arith.constant {t}"));
+                self.in_prologue = was;
+                self.consts.insert((ty, value as u64), v);
+                v
+            }
         } else {
-            value.to_string()
+            self.constant(ty, value as u64, value.to_string())
         };
-        let v = self.constant(ty, value as u64, text);
         self.known_ints.insert(v, value);
         v
     }
@@ -381,8 +395,8 @@ impl Builder {
     }
 
     /// The prologue and body, indented for a function body.
-    pub fn finish(self) -> String {
-        let mut s = self.prologue;
+    pub fn finish(&mut self) -> String {
+        let mut s = std::mem::take(&mut self.prologue);
         s.push_str(&self.body);
         s
     }

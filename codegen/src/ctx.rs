@@ -47,6 +47,8 @@ impl Emit for Ctx<'_> {
 /// The text of one kernel function and its parameters.
 pub struct KernelFn {
     pub text: String,
+    /// Module-level declarations the function needs.
+    pub externs: std::collections::BTreeSet<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -66,6 +68,7 @@ impl<'a> Ctx<'a> {
         };
         let scalar = Scalar { kernel: name, math };
         let mut text = String::new();
+        let mut b_externs = std::collections::BTreeSet::new();
         if target.gpu {
             let bufs: Vec<V> = (0..n_bufs).map(|_| b.fresh(Ty::Ptr)).collect();
             let syms: Vec<V> = symbols.iter().map(|_| b.fresh(Ty::I64)).collect();
@@ -103,6 +106,7 @@ impl<'a> Ctx<'a> {
             body(&mut cx, block)?;
             cx.b.line("gpu.return");
             text.push_str(&indent(&cx.b.finish(), 4));
+            b_externs = std::mem::take(&mut cx.b.externs);
             text.push_str("    }\n");
         } else {
             let args = b.fresh(Ty::Ptr);
@@ -140,9 +144,13 @@ impl<'a> Ctx<'a> {
             })?;
             cx.b.line("return");
             text.push_str(&indent(&cx.b.finish(), 2));
+            b_externs = std::mem::take(&mut cx.b.externs);
             text.push_str("  }\n");
         }
-        Ok(KernelFn { text })
+        Ok(KernelFn {
+            text,
+            externs: std::mem::take(&mut b_externs),
+        })
     }
 
     /// The value of a size symbol.

@@ -51,6 +51,7 @@ pub fn emit_module(
     let et = EmitTarget::new(target, portable_math);
     let mut seen = HashSet::new();
     let mut funcs = String::new();
+    let mut externs = std::collections::BTreeSet::new();
     let mut launches = Vec::new();
     for k in kernels {
         check_spec(k)?;
@@ -78,6 +79,7 @@ pub fn emit_module(
             }
         };
         funcs.push_str(&kf.text);
+        externs.extend(kf.externs);
         launches.push(KernelLaunch {
             name: k.name.clone(),
             grid,
@@ -90,7 +92,8 @@ pub fn emit_module(
             "module attributes {{gpu.container_module}} {{\n  gpu.module @kernels {{\n{funcs}  }}\n}}\n"
         )
     } else {
-        format!("module {{\n{funcs}}}\n")
+        let decls: String = externs.iter().map(|d| format!("  {d}\n")).collect();
+        format!("module {{\n{decls}{funcs}}}\n")
     };
     Ok(Emitted { mlir, launches })
 }

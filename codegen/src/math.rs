@@ -223,7 +223,9 @@ impl Math {
     /// The complementary error function `1 - erf(z)`.
     pub fn erfc(&self, b: &mut Builder, z: V) -> V {
         if self.libm() {
-            return self.math_op(b, "erfc", z);
+            // `math.erfc` has no LLVM lowering; call libm's directly.
+            b.externs.insert("llvm.func @erfcf(f32) -> f32".to_string());
+            return b.op(Ty::F32, &format!("llvm.call @erfcf({z}) : (f32) -> f32"));
         }
         let one = b.cf(Ty::F32, 1.0);
         let e = self.erf(b, z);
