@@ -1,0 +1,29 @@
+//! `dce`: removes nodes no output depends on (inputs stay: they are the signature).
+
+use crate::error::PassError;
+use crate::manager::Pass;
+use crate::options::PassOptions;
+use kiln_ir::Graph;
+
+/// Dead-code elimination.
+pub struct Dce;
+
+impl Pass for Dce {
+    fn name(&self) -> &'static str {
+        "dce"
+    }
+    fn description(&self) -> &'static str {
+        "dead-code elimination: drop nodes no output depends on"
+    }
+    fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError> {
+        self.run_with_detail(graph, opts).map(|(g, _)| g)
+    }
+    fn run_with_detail(
+        &self,
+        mut graph: Graph,
+        _opts: &PassOptions,
+    ) -> Result<(Graph, String), PassError> {
+        let removed = graph.remove_dead();
+        Ok((graph, format!("removed {removed} node(s)")))
+    }
+}

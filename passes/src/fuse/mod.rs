@@ -1,0 +1,183 @@
+//! `fuse`: the logical graph becomes a graph of kernels.
+//!
+//! Fusion is a *graph* pass, run after extraction, not a set of e-graph
+//! rules: which ops share a kernel is a global partitioning decision — a
+//! value can be fused into one consumer only if every other consumer can do
+//! without it, recomputing is worth it only for cheap producers, and a
+//! partition must not make two kernels wait on each other. Rewrite rules see
+//! one term at a time and an e-graph holds every alternative at once, so
+//! neither can weigh those trade-offs; a walk over the extracted graph can.
+//!
+//! After `fuse` every top-level node is an input, param, constant, reshape
+//! (a view of a buffer), matmul, scan or fused kernel, and every fused kernel
+//! satisfies `kiln_ir::kernel::check_fused` — the pass checks both.
+
+mod body;
+mod normalize;
+mod partition;
+
+pub use partition::DUP_LIMIT;
+
+use crate::error::PassError;
+use crate::manager::Pass;
+use crate::options::PassOptions;
+use kiln_ir::kernel::check_fused;
+use kiln_ir::{FusionKind, Graph, NodeId, Op, Value};
+use partition::{partition, role, Role};
+use std::collections::HashMap;
+
+const PASS: &str = "fuse";
+
+/// The fusion pass.
+pub struct Fuse;
+
+impl Pass for Fuse {
+    fn name(&self) -> &'static str {
+        PASS
+    }
+    fn description(&self) -> &'static str {
+        "partition into kernels: row kernels around reductions, maximal loop kernels, matmul/scan as is, reshapes as views"
+    }
+    fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError> {
+        self.run_with_detail(graph, opts).map(|(g, _)| g)
+    }
+    fn run_with_detail(
+        &self,
+        graph: Graph,
+        _opts: &PassOptions,
+    ) -> Result<(Graph, String), PassError> {
+        fuse(graph)
+    }
+}
+
+fn place(g: &Graph, n: NodeId) -> String {
+    match &g.node(n).loc {
+        Some(loc) => format!("n{} `{}` at {loc}", n.index(), g.node(n).op.name()),
+        None => format!("n{} `{}`", n.index(), g.node(n).op.name()),
+    }
+}
+
+/// Fuses `graph`; returns the kernel graph and a summary.
+pub fn fuse(mut graph: Graph) -> Result<(Graph, String), PassError> {
+    let rebuild = |source| PassError::Rebuild { pass: PASS, source };
+    let permuted = normalize::trailing_reductions(&mut graph).map_err(rebuild)?;
+    let g = &graph;
+    let p = partition(g);
+
+    let mut out = Graph::new(g.name.clone());
+    let mut vmap: HashMap<Value, Value> = HashMap::new();
+    for &i in g.inputs() {
+        let (name, ty) = match &g.node(i).op {
+            Op::Input { name, ty } => (name.clone(), ty.clone()),
+            _ => unreachable!("graph inputs are input nodes"),
+        };
+        vmap.insert(Value::new(i, 0), out.add_input(name, ty).map_err(rebuild)?);
+    }
+    let missing = |v: Value| PassError::Rebuild {
+        pass: PASS,
+        source: kiln_ir::GraphError::UnknownValue(v),
+    };
+    let root_of: HashMap<NodeId, usize> = p
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, gr)| (gr.root, i))
+        .collect();
+    let (mut loops, mut rows) = (0, 0);
+    for &n in &p.order {
+        let node = g.node(n);
+        if matches!(node.op, Op::Input { .. }) {
+            continue;
+        }
+        let top =
+            role(&node.op) == Role::Buffer || p.views.contains(&n) || p.top_consts.contains(&n);
+        if top {
+            let ops = g
+                .operands(n)
+                .into_iter()
+                .map(|v| vmap.get(&v).copied().ok_or_else(|| missing(v)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let id = out.add_node(node.op.clone(), &ops).map_err(rebuild)?;
+            out.set_loc(id, node.loc.clone());
+            for port in 0..node.outputs.len() as u32 {
+                vmap.insert(Value::new(n, port), Value::new(id, port));
+            }
+        } else if let Some(&gid) = root_of.get(&n) {
+            let members = p.sorted_members(gid);
+            let results = &p.groups[gid].results;
+            let name = format!("{}_k{}", g.name, gid);
+            let b = body::build_checked(g, &name, &members, results).map_err(|source| {
+                PassError::FusionContract {
+                    pass: PASS,
+                    place: place(g, n),
+                    source,
+                }
+            })?;
+            match b.op.kind {
+                FusionKind::Loop => loops += 1,
+                FusionKind::Row => rows += 1,
+            }
+            let ops = b
+                .operands
+                .iter()
+                .map(|v| vmap.get(v).copied().ok_or_else(|| missing(*v)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let id = out.add_node(Op::Fused(b.op), &ops).map_err(rebuild)?;
+            out.set_loc(id, node.loc.clone());
+            for (i, &r) in results.iter().enumerate() {
+                vmap.insert(Value::new(r, 0), Value::new(id, i as u32));
+            }
+        }
+    }
+    for o in g.outputs() {
+        let v = vmap
+            .get(&o.value)
+            .copied()
+            .ok_or_else(|| missing(o.value))?;
+        match &o.alias {
+            Some(a) => out.add_output_alias(o.name.clone(), v, a.clone()),
+            None => out.add_output(o.name.clone(), v),
+        }
+        .map_err(rebuild)?;
+    }
+    check_kernel_level(&out)?;
+    let detail = format!(
+        "{} kernel(s): {rows} row, {loops} loop; {} view(s); {} node(s) recomputed in several kernels; {permuted} reduction(s) made trailing",
+        rows + loops,
+        p.views.len(),
+        p.cloned
+    );
+    Ok((out, detail))
+}
+
+/// Checks that `g` is kernel-level: only input, param, const, reshape,
+/// matmul, scan and fused nodes at the top, every fused node within the
+/// fusion contract.
+pub fn check_kernel_level(g: &Graph) -> Result<(), PassError> {
+    for n in g.node_ids() {
+        let op = &g.node(n).op;
+        match op {
+            Op::Input { .. }
+            | Op::Param { .. }
+            | Op::Const(_)
+            | Op::Reshape { .. }
+            | Op::MatMul
+            | Op::Scan(_) => {}
+            Op::Fused(f) => {
+                check_fused(f).map_err(|source| PassError::FusionContract {
+                    pass: PASS,
+                    place: place(g, n),
+                    source,
+                })?;
+            }
+            _ => {
+                return Err(PassError::NotKernelLevel {
+                    pass: PASS,
+                    op: op.name(),
+                    place: place(g, n),
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! Partitioning a logical graph into kernels, by op class.
+//!
+//! Nodes are visited from the outputs backwards (reverse topological order).
+//! A fusible node that something outside every kernel still needs — a graph
+//! output, a matmul/scan operand, a kernel that does not contain it — roots
+//! a new kernel, which then grows over its producers, latest first:
+//!
+//! - a producer all of whose users are already in the kernel is *owned* by it
+//!   (computed once, there);
+//! - otherwise a *cheap* producer (an element-wise / data-movement chain from
+//!   buffers, no reduction, at most [`DUP_LIMIT`] ops) is *cloned* into the
+//!   kernel: recomputing it is cheaper than a round trip through memory;
+//! - otherwise it stays outside and becomes a kernel operand (materialized by
+//!   its own kernel later in the walk).
+//!
+//! A reduction joining a kernel makes it a `row` kernel; every such step is
+//! checked against `kiln_ir::kernel::check_fused`, so a producer or consumer
+//! that would break the row contract (another row shape, a reshape after the
+//! reduction) simply stays outside. Softmax, RMS norm and layer norm thus
+//! become one row kernel each, their element-wise prologue and epilogue
+//! included; the rest of the element-wise/data-movement ops form maximal
+//! `loop` kernels. A needed `reshape` that no kernel absorbs stays at the top
+//! level as a zero-copy view; a needed scalar constant stays a constant.
+//!
+//! Why this order is safe: a node is owned only when all its users are in
+//! the kernel, and a node in two kernels is a clone in at least one of them,
+//! so it is cheap and so is everything it needs; a kernel therefore only ever
+//! reads values materialized by nodes or kernels rooted *earlier* in
+//! topological order, and emitting kernels at their roots' positions gives a
+//! valid graph.
+
+use super::body::build_checked;
+use kiln_ir::{Graph, NodeId, Op};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+/// The largest element-wise cone recomputed in another kernel.
+pub const DUP_LIMIT: usize = 8;
+
+/// What a node is to the partitioner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Stays a top-level node and is read from memory: input, param, tensor
+    /// constant, matmul, scan, an existing fused kernel.
+    Buffer,
+    /// A rank-0 constant: copied into every body that uses it.
+    ScalarConst,
+    /// Element-wise, data movement, iota.
+    Fusible,
+    /// A reduction: makes its kernel a row kernel.
+    Reduce,
+}
+
+pub(super) fn role(op: &Op) -> Role {
+    match op {
+        Op::Const(l) if l.shape.is_empty() => Role::ScalarConst,
+        Op::Reduce { .. } => Role::Reduce,
+        Op::Iota { .. } => Role::Fusible,
+        _ if op.is_elementwise() || op.is_data_movement() => Role::Fusible,
+        _ => Role::Buffer,
+    }
+}
+
+/// One kernel being formed.
+pub(super) struct Group {
+    pub root: NodeId,
+    pub members: HashSet<NodeId>,
+    /// Values the kernel returns: the root first, then owned graph outputs.
+    pub results: Vec<NodeId>,
+    has_reduce: bool,
+}
+
+/// The partition of a graph.
+pub(super) struct Partition {
+    pub order: Vec<NodeId>,
+    pub pos: HashMap<NodeId, usize>,
+    pub groups: Vec<Group>,
+    /// The group that computes and (if needed) returns each owned node.
+    pub owner: HashMap<NodeId, usize>,
+    /// Reshapes kept at the top level as views.
+    pub views: HashSet<NodeId>,
+    /// Scalar constants kept at the top level.
+    pub top_consts: HashSet<NodeId>,
+    /// Nodes cloned into more than one kernel.
+    pub cloned: usize,
+}
+
+impl Partition {
+    /// Members of group `gid` in topological order.
+    pub fn sorted_members(&self, gid: usize) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.groups[gid].members.iter().copied().collect();
+        v.sort_by_key(|n| self.pos[n]);
+        v
+    }
+}
+
+struct Partitioner<'a> {
+    g: &'a Graph,
+    p: Partition,
+    role: HashMap<NodeId, Role>,
+    dup: HashSet<NodeId>,
+    outputs: HashSet<NodeId>,
+    users: HashMap<NodeId, Vec<NodeId>>,
+    member_of: HashMap<NodeId, Vec<usize>>,
+}
+
+/// Partitions `g` (whose reductions are over trailing axes).
+pub(super) fn partition(g: &Graph) -> Partition {
+    let order = g.topo_order();
+    let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let role: HashMap<NodeId, Role> = order.iter().map(|&n| (n, role(&g.node(n).op))).collect();
+    let mut users: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for &n in &order {
+        let mut us: Vec<NodeId> = g.users(n).into_iter().map(|u| u.0).collect();
+        us.sort_by_key(|u| pos[u]);
+        us.dedup();
+        users.insert(n, us);
+    }
+    let dup = duplicable(g, &order, &role);
+    let outputs = g.outputs().iter().map(|o| o.value.node).collect();
+    let mut pt = Partitioner {
+        g,
+        p: Partition {
+            order: order.clone(),
+            pos,
+            groups: Vec::new(),
+            owner: HashMap::new(),
+            views: HashSet::new(),
+            top_consts: HashSet::new(),
+            cloned: 0,
+        },
+        role,
+        dup,
+        outputs,
+        users,
+        member_of: HashMap::new(),
+    };
+    for &n in order.iter().rev() {
+        let r = pt.role[&n];
+        if r == Role::Buffer || pt.p.owner.contains_key(&n) || !pt.needed(n) {
+            continue;
+        }
+        match (r, &g.node(n).op) {
+            (Role::ScalarConst, _) => {
+                pt.p.top_consts.insert(n);
+            }
+            (_, Op::Reshape { .. }) => {
+                pt.p.views.insert(n);
+            }
+            _ => pt.grow(n),
+        }
+    }
+    pt.p
+}
+
+/// Cheap producers: no reduction in their fusible cone, at most `DUP_LIMIT` ops.
+fn duplicable(g: &Graph, order: &[NodeId], role: &HashMap<NodeId, Role>) -> HashSet<NodeId> {
+    // Cone size (shared producers counted per path: an overestimate, which is safe).
+    let mut size: HashMap<NodeId, Option<usize>> = HashMap::new();
+    for &n in order {
+        let s = match role[&n] {
+            Role::Buffer => Some(0),
+            Role::ScalarConst => Some(1),
+            Role::Reduce => None,
+            Role::Fusible => g
+                .operands(n)
+                .iter()
+                .try_fold(1usize, |acc, v| size[&v.node].map(|s| acc + s))
+                .filter(|&s| s <= DUP_LIMIT),
+        };
+        size.insert(n, s);
+    }
+    order
+        .iter()
+        .copied()
+        .filter(|n| role[n] != Role::Buffer && size[n].is_some())
+        .collect()
+}
+
+impl Partitioner<'_> {
+    /// True when something outside the kernels that contain `n` uses it.
+    fn needed(&self, n: NodeId) -> bool {
+        if self.outputs.contains(&n) {
+            return true;
+        }
+        self.users[&n].iter().any(|u| {
+            self.role[u] == Role::Buffer
+                || self.p.views.contains(u)
+                || self.member_of.get(u).is_some_and(|gs| {
+                    gs.iter()
+                        .any(|&gid| !self.p.groups[gid].members.contains(&n))
+                })
+        })
+    }
+
+    fn push_producers(&self, heap: &mut BinaryHeap<(usize, NodeId)>, n: NodeId) {
+        for v in self.g.operands(n) {
+            heap.push((self.p.pos[&v.node], v.node));
+        }
+    }
+
+    fn grow(&mut self, root: NodeId) {
+        let gid = self.p.groups.len();
+        self.p.groups.push(Group {
+            root,
+            members: HashSet::from([root]),
+            results: vec![root],
+            has_reduce: self.role[&root] == Role::Reduce,
+        });
+        self.p.owner.insert(root, gid);
+        self.member_of.entry(root).or_default().push(gid);
+        let mut heap = BinaryHeap::new();
+        self.push_producers(&mut heap, root);
+        while let Some((_, p)) = heap.pop() {
+            if self.p.groups[gid].members.contains(&p) {
+                continue;
+            }
+            match self.role[&p] {
+                Role::Buffer => continue,
+                Role::ScalarConst => {
+                    self.commit(gid, p, false, false);
+                    continue;
+                }
+                Role::Fusible | Role::Reduce => {}
+            }
+            let cheap = self.dup.contains(&p);
+            if self.p.owner.contains_key(&p) {
+                // Owned by a kernel rooted later: only a copy keeps the order valid.
+                if cheap {
+                    self.commit(gid, p, false, false);
+                    self.push_producers(&mut heap, p);
+                }
+                continue;
+            }
+            let group = &self.p.groups[gid];
+            let all_in = self.users[&p].iter().all(|u| group.members.contains(u));
+            let is_output = self.outputs.contains(&p);
+            let added = (all_in && self.try_add(gid, p, true, is_output))
+                || (cheap && self.try_add(gid, p, false, false));
+            if added {
+                self.push_producers(&mut heap, p);
+            }
+        }
+    }
+
+    /// Adds `p` if the kernel still satisfies the fusion contract.
+    fn try_add(&mut self, gid: usize, p: NodeId, owned: bool, result: bool) -> bool {
+        let group = &self.p.groups[gid];
+        let reduce = group.has_reduce || self.role[&p] == Role::Reduce;
+        // A loop kernel gaining a non-result member cannot break the contract
+        // (only result shapes matter there); anything else is checked.
+        if reduce || result {
+            let mut members: Vec<NodeId> = group.members.iter().copied().chain([p]).collect();
+            members.sort_by_key(|n| self.p.pos[n]);
+            let mut results = group.results.clone();
+            if result {
+                results.push(p);
+            }
+            if build_checked(self.g, "tentative", &members, &results).is_err() {
+                return false;
+            }
+        }
+        self.commit(gid, p, owned, result);
+        true
+    }
+
+    fn commit(&mut self, gid: usize, p: NodeId, owned: bool, result: bool) {
+        let group = &mut self.p.groups[gid];
+        group.members.insert(p);
+        group.has_reduce |= self.role[&p] == Role::Reduce;
+        if result {
+            group.results.push(p);
+        }
+        if owned {
+            self.p.owner.insert(p, gid);
+        }
+        let of = self.member_of.entry(p).or_default();
+        of.push(gid);
+        if of.len() == 2 && self.role[&p] != Role::ScalarConst {
+            self.p.cloned += 1;
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The pass manager: a plain list of passes run in order (like Triton's
+//! compiler stages), verifying the graph after each one, reporting what each
+//! did and dumping the graph when asked.
+
+use crate::canonicalize::{Canonicalize, Cse};
+use crate::dce::Dce;
+use crate::error::PassError;
+use crate::fuse::Fuse;
+use crate::options::PassOptions;
+use kiln_ir::Graph;
+use std::time::{Duration, Instant};
+
+/// A graph-to-graph transformation.
+pub trait Pass: Send + Sync {
+    /// The name used by `kiln opt --passes` and `kiln inspect --after`.
+    fn name(&self) -> &'static str;
+    /// One line for `--help` and reports.
+    fn description(&self) -> &'static str;
+    /// Transforms the graph.
+    fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError>;
+    /// Transforms the graph and says what happened (e-graph iterations, stop
+    /// reason, rules applied, kernels formed). Defaults to [`Pass::run`] with
+    /// no detail.
+    fn run_with_detail(
+        &self,
+        graph: Graph,
+        opts: &PassOptions,
+    ) -> Result<(Graph, String), PassError> {
+        Ok((self.run(graph, opts)?, String::new()))
+    }
+}
+
+/// What one pass did.
+#[derive(Clone, Debug)]
+pub struct PassReport {
+    pub pass: &'static str,
+    pub time: Duration,
+    /// Top-level nodes before and after.
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+    /// Pass-specific: e-graph iterations, e-nodes, stop reason, rules applied, kernels.
+    pub detail: String,
+}
+
+impl std::fmt::Display for PassReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<13} {:>9.3} ms  {:>6} -> {:<6} nodes  {}",
+            self.pass,
+            self.time.as_secs_f64() * 1e3,
+            self.nodes_before,
+            self.nodes_after,
+            self.detail
+        )
+    }
+}
+
+/// Every pass the manager knows, by name.
+pub fn all_passes() -> Vec<Box<dyn Pass>> {
+    vec![
+        Box::new(Canonicalize),
+        Box::new(Cse),
+        Box::new(Dce),
+        Box::new(Fuse),
+    ]
+}
+
+/// The names of every known pass.
+pub fn pass_names() -> Vec<&'static str> {
+    all_passes().iter().map(|p| p.name()).collect()
+}
+
+/// An ordered list of passes.
+pub struct PassManager {
+    passes: Vec<Box<dyn Pass>>,
+}
+
+impl PassManager {
+    /// `canonicalize`, `dce`, `fuse`.
+    pub fn default_pipeline() -> Self {
+        PassManager {
+            passes: vec![Box::new(Canonicalize), Box::new(Dce), Box::new(Fuse)],
+        }
+    }
+
+    /// A pipeline of the named passes, in the given order.
+    pub fn from_names(names: &[&str]) -> Result<Self, PassError> {
+        let mut passes = Vec::with_capacity(names.len());
+        for name in names {
+            let pass = all_passes()
+                .into_iter()
+                .find(|p| p.name() == *name)
+                .ok_or_else(|| PassError::UnknownPass {
+                    name: name.to_string(),
+                    valid: pass_names(),
+                })?;
+            passes.push(pass);
+        }
+        Ok(PassManager { passes })
+    }
+
+    /// A pipeline of the given passes.
+    pub fn new(passes: Vec<Box<dyn Pass>>) -> Self {
+        PassManager { passes }
+    }
+
+    /// The pass names in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.passes.iter().map(|p| p.name()).collect()
+    }
+
+    /// Runs every pass.
+    pub fn run(
+        &self,
+        graph: Graph,
+        opts: &PassOptions,
+    ) -> Result<(Graph, Vec<PassReport>), PassError> {
+        self.run_prefix(graph, self.passes.len(), opts)
+    }
+
+    /// Runs the passes up to and including the first one named `last`.
+    pub fn run_until(
+        &self,
+        graph: Graph,
+        last: &str,
+        opts: &PassOptions,
+    ) -> Result<(Graph, Vec<PassReport>), PassError> {
+        let Some(i) = self.passes.iter().position(|p| p.name() == last) else {
+            if pass_names().contains(&last) {
+                return Err(PassError::NotInPipeline {
+                    name: last.to_string(),
+                    pipeline: self.names(),
+                });
+            }
+            return Err(PassError::UnknownPass {
+                name: last.to_string(),
+                valid: pass_names(),
+            });
+        };
+        self.run_prefix(graph, i + 1, opts)
+    }
+
+    fn run_prefix(
+        &self,
+        mut graph: Graph,
+        count: usize,
+        opts: &PassOptions,
+    ) -> Result<(Graph, Vec<PassReport>), PassError> {
+        kiln_ir::verify(&graph).map_err(PassError::InvalidInput)?;
+        opts.dump.dump(&graph, 0, "input")?;
+        let mut reports = Vec::with_capacity(count);
+        for (i, pass) in self.passes[..count].iter().enumerate() {
+            let nodes_before = graph.node_count();
+            let start = Instant::now();
+            let (g, detail) = pass.run_with_detail(graph, opts)?;
+            let time = start.elapsed();
+            kiln_ir::verify(&g).map_err(|source| PassError::Verify {
+                pass: pass.name(),
+                source,
+            })?;
+            opts.dump.dump(&g, i + 1, pass.name())?;
+            reports.push(PassReport {
+                pass: pass.name(),
+                time,
+                nodes_before,
+                nodes_after: g.node_count(),
+                detail,
+            });
+            graph = g;
+        }
+        Ok((graph, reports))
+    }
+}

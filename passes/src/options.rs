@@ -1,0 +1,56 @@
+//! Options shared by every pass.
+
+use crate::dump::DumpConfig;
+use std::time::Duration;
+
+/// Which machine the cost model prices for; extraction picks different terms
+/// when bandwidth and compute are balanced differently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CostTarget {
+    /// A CPU: ~40 GB/s, ~400 GFLOP/s, cheap kernel calls.
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU: ~3 TB/s, ~50 TFLOP/s, a few microseconds per launch.
+    Gpu,
+}
+
+/// Options of a pass run.
+#[derive(Clone, Debug)]
+pub struct PassOptions {
+    /// Where and after which passes to dump the graph.
+    pub dump: DumpConfig,
+    /// The machine the cost model prices for.
+    pub target: CostTarget,
+    /// E-nodes the rewrites of one e-graph pass may add on top of the
+    /// translated graph, summed over all stages.
+    pub egraph_node_limit: usize,
+    /// Wall-clock budget of one e-graph pass, summed over all stages.
+    pub egraph_time_limit: Duration,
+    /// Iterations per stage (each iteration searches every rule once).
+    pub iter_limit: usize,
+}
+
+impl Default for PassOptions {
+    /// Limits that keep a 32-layer transformer well under a second while
+    /// letting the canonicalization rules saturate on ordinary graphs.
+    fn default() -> Self {
+        PassOptions {
+            dump: DumpConfig::default(),
+            target: CostTarget::Cpu,
+            egraph_node_limit: 200_000,
+            egraph_time_limit: Duration::from_secs(5),
+            iter_limit: 30,
+        }
+    }
+}
+
+impl PassOptions {
+    /// Default options with the dump settings taken from the environment
+    /// (see [`DumpConfig::from_env`]).
+    pub fn from_env() -> Self {
+        PassOptions {
+            dump: DumpConfig::from_env(),
+            ..PassOptions::default()
+        }
+    }
+}

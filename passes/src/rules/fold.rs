@@ -1,0 +1,69 @@
+//! Constant folding, driven by the analysis: a class whose value is known is
+//! given a constant e-node, and extraction prefers it because it is cheaper.
+//!
+//! A splat of any shape (symbolic included) becomes `broadcast(const v)`, a
+//! scalar constant that fuses into any kernel body; other small static
+//! values (at most [`crate::analysis::FOLD_LIMIT`] elements) become a literal.
+
+use super::{op_nodes, scalar, splat, ty, RuleDef, Stage, Term};
+use crate::analysis::{tensor_to_literal, KEGraph};
+use egg::Id;
+use kiln_ir::Op;
+
+pub(super) fn rules() -> Vec<RuleDef> {
+    vec![
+        RuleDef {
+            name: "splat-fold",
+            stage: Stage::Fold,
+            summary: "a value whose elements are all v -> const v (broadcast to its shape)",
+            exact: true,
+            matcher: splat_fold,
+        },
+        RuleDef {
+            name: "const-fold",
+            stage: Stage::Fold,
+            summary: "a small static value computed from constants -> a literal",
+            exact: true,
+            matcher: const_fold,
+        },
+    ]
+}
+
+/// True when the class holds a rank-0 constant.
+fn has_scalar_const(eg: &KEGraph, id: Id) -> bool {
+    op_nodes(eg, id).any(|(op, _)| matches!(op, Op::Const(l) if l.shape.is_empty()))
+}
+
+fn splat_fold(eg: &KEGraph, id: Id) -> Vec<Term> {
+    let (Some(v), Some(t)) = (splat(eg, id), ty(eg, id)) else {
+        return Vec::new();
+    };
+    if t.rank() == 0 {
+        if has_scalar_const(eg, id) {
+            return Vec::new();
+        }
+        return vec![scalar(t.dtype, v)];
+    }
+    let done = op_nodes(eg, id)
+        .any(|(op, kids)| matches!(op, Op::Broadcast { .. }) && has_scalar_const(eg, kids[0]));
+    if done {
+        return Vec::new();
+    }
+    vec![Term::op(
+        Op::Broadcast {
+            shape: t.shape.clone(),
+        },
+        vec![scalar(t.dtype, v)],
+    )]
+}
+
+fn const_fold(eg: &KEGraph, id: Id) -> Vec<Term> {
+    let data = &eg[id].data;
+    let Some(value) = &data.value else {
+        return Vec::new();
+    };
+    if data.splat.is_some() || op_nodes(eg, id).any(|(op, _)| matches!(op, Op::Const(_))) {
+        return Vec::new();
+    }
+    vec![Term::op(Op::Const(tensor_to_literal(value)), vec![])]
+}
