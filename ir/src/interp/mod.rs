@@ -193,7 +193,13 @@ fn eval_core(
     let mut items: Vec<ShapeItem<'_>> = Vec::new();
     for ((name, ty), t) in input_names.iter().zip(&input_types).zip(&inputs) {
         check_tensor(Role::Input, name, ty, t, p)?;
-        items.push((Role::Input, name, ty, &t.shape));
+        items.push(ShapeItem {
+            role: Role::Input,
+            name,
+            ty,
+            storage: value::storage_name(&t.data),
+            shape: &t.shape,
+        });
     }
     let live_params = plan.params();
     let mut found: Vec<(&str, &Tensor)> = Vec::with_capacity(live_params.len());
@@ -205,7 +211,13 @@ fn eval_core(
                 expected: ty.clone(),
             })?;
         check_tensor(Role::Param, name, ty, t, p)?;
-        items.push((Role::Param, name, ty, &t.shape));
+        items.push(ShapeItem {
+            role: Role::Param,
+            name,
+            ty,
+            storage: value::storage_name(&t.data),
+            shape: &t.shape,
+        });
         found.push((name, t));
     }
     let mut bindings = Bindings::new();

@@ -80,43 +80,52 @@ pub(crate) fn check_tensor(
     Ok(())
 }
 
-/// One tensor whose shape binds symbols: role, name, declared type, actual shape.
-pub(crate) type ShapeItem<'a> = (Role, &'a str, &'a TensorType, &'a [usize]);
+/// One tensor whose shape binds symbols: who it is, its declared type, and
+/// its actual storage and shape.
+pub(crate) struct ShapeItem<'a> {
+    pub role: Role,
+    pub name: &'a str,
+    pub ty: &'a TensorType,
+    pub storage: &'static str,
+    pub shape: &'a [usize],
+}
+
+impl ShapeItem<'_> {
+    fn fail(&self, reason: String) -> InterpError {
+        let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
+        let got = format!("{}[{}]", self.storage, dims.join(","));
+        type_error(self.role, self.name, self.ty, got, reason)
+    }
+}
 
 /// Binds the symbols of the declared shapes from the actual ones (and checks
 /// the dims already bound). Dims with one unknown symbol are solved first, so
 /// `past+seq` is solved once `past` is known from another tensor.
 pub(crate) fn unify_all(items: &[ShapeItem<'_>], b: &mut Bindings) -> Result<(), InterpError> {
     let mut pending: Vec<(usize, usize)> = Vec::new();
-    for (i, (role, name, ty, shape)) in items.iter().enumerate() {
-        if ty.rank() != shape.len() {
-            let got = format!("a tensor of shape {shape:?}");
-            return Err(type_error(
-                *role,
-                name,
-                ty,
-                got,
-                format!("the rank is {}, not {}", shape.len(), ty.rank()),
-            ));
+    for (i, it) in items.iter().enumerate() {
+        if it.ty.rank() != it.shape.len() {
+            return Err(it.fail(format!(
+                "the rank is {}, not {}",
+                it.shape.len(),
+                it.ty.rank()
+            )));
         }
-        pending.extend((0..shape.len()).map(|a| (i, a)));
+        pending.extend((0..it.shape.len()).map(|a| (i, a)));
     }
     loop {
         let before = pending.len();
         let mut still = Vec::new();
         let mut last = None;
         for (i, a) in pending {
-            let (role, name, ty, shape) = items[i];
-            match ty.shape[a].unify(shape[a] as i64, b) {
+            let it = &items[i];
+            match it.ty.shape[a].unify(it.shape[a] as i64, b) {
                 Ok(()) => {}
                 Err(e @ crate::dim::DimError::Unsolvable { .. }) => {
                     last = Some((i, a, e));
                     still.push((i, a));
                 }
-                Err(e) => {
-                    let got = format!("a tensor of shape {shape:?}");
-                    return Err(type_error(role, name, ty, got, format!("axis {a}: {e}")));
-                }
+                Err(e) => return Err(it.fail(format!("axis {a}: {e}"))),
             }
         }
         if still.is_empty() {
@@ -124,9 +133,7 @@ pub(crate) fn unify_all(items: &[ShapeItem<'_>], b: &mut Bindings) -> Result<(),
         }
         if still.len() == before {
             let (i, a, e) = last.expect("an unsolved dim carries its error");
-            let (role, name, ty, shape) = items[i];
-            let got = format!("a tensor of shape {shape:?}");
-            return Err(type_error(role, name, ty, got, format!("axis {a}: {e}")));
+            return Err(items[i].fail(format!("axis {a}: {e}")));
         }
         pending = still;
     }

@@ -18,7 +18,7 @@ use super::error::InterpError;
 use super::index::prod;
 use super::run::{unify_all, Plan, Role, ShapeItem};
 use super::shape_ops::index_axis;
-use super::value::{dispatch, empty_tensor, view_as, Elem};
+use super::value::{dispatch, empty_tensor, storage_name, view_as, Elem};
 use super::EvalOptions;
 use crate::dim::Bindings;
 use crate::graph::Graph;
@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 /// starting from the outer bindings.
 fn bind_body(
     body: &Graph,
+    args: &[&Tensor],
     shapes: &[Vec<usize>],
     outer: &Bindings,
 ) -> Result<Bindings, InterpError> {
@@ -45,7 +46,13 @@ fn bind_body(
     }
     let names: Vec<&str> = body.input_names().collect();
     let items: Vec<ShapeItem<'_>> = (0..tys.len())
-        .map(|i| (Role::Input, names[i], &tys[i], shapes[i].as_slice()))
+        .map(|i| ShapeItem {
+            role: Role::Input,
+            name: names[i],
+            ty: &tys[i],
+            storage: storage_name(&args[i].data),
+            shape: shapes[i].as_slice(),
+        })
         .collect();
     let mut b = outer.clone();
     unify_all(&items, &mut b)?;
@@ -61,7 +68,7 @@ pub(crate) fn fused(
 ) -> Result<Vec<Tensor>, InterpError> {
     let plan = Plan::new(&f.body)?;
     let shapes: Vec<Vec<usize>> = args.iter().map(|t| t.shape.clone()).collect();
-    let bindings = bind_body(&f.body, &shapes, b)?;
+    let bindings = bind_body(&f.body, args, &shapes, b)?;
     let none = BTreeMap::new();
     let inputs = args.iter().map(|t| Cow::Borrowed(*t)).collect();
     plan.run(inputs, &none, &bindings, opts)
@@ -114,7 +121,7 @@ pub(crate) fn scan(
             sh
         })
         .collect();
-    let bindings = bind_body(body, &shapes, b)?;
+    let bindings = bind_body(body, args, &shapes, b)?;
     let none = BTreeMap::new();
     let mut carries: Vec<Cow<'_, Tensor>> = args[..nc].iter().map(|t| Cow::Borrowed(*t)).collect();
     let mut ys: Vec<Vec<Option<Tensor>>> = vec![vec![None; len]; out_tys.len() - nc];
