@@ -10,7 +10,6 @@ use std::fmt::{self, Write};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ty {
     F32,
-    F16,
     I1,
     I8,
     I16,
@@ -27,7 +26,7 @@ impl Ty {
         match self {
             Ty::I1 => 1,
             Ty::I8 => 8,
-            Ty::I16 | Ty::F16 => 16,
+            Ty::I16 => 16,
             Ty::I32 | Ty::F32 => 32,
             Ty::I64 | Ty::Index | Ty::Ptr => 64,
             Ty::VF32(n) => 32 * n,
@@ -39,7 +38,6 @@ impl fmt::Display for Ty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Ty::F32 => f.write_str("f32"),
-            Ty::F16 => f.write_str("f16"),
             Ty::I1 => f.write_str("i1"),
             Ty::I8 => f.write_str("i8"),
             Ty::I16 => f.write_str("i16"),
@@ -235,10 +233,6 @@ impl Builder {
                 let b = (value as f32).to_bits();
                 (b as u64, format!("0x{b:08X}"))
             }
-            Ty::F16 => {
-                let b = f32_to_f16_bits(value as f32);
-                (b as u64, format!("0x{b:04X}"))
-            }
             _ => unreachable!("cf on non-float type {ty}"),
         };
         self.constant(ty, bits, text)
@@ -422,41 +416,6 @@ pub fn names(vs: &[V]) -> String {
 
 pub fn types(vs: &[V]) -> String {
     vs.iter().map(|v| v.ty.to_string()).collect::<Vec<_>>().join(", ")
-}
-
-/// IEEE half bits of `f`, rounding to nearest even.
-fn f32_to_f16_bits(f: f32) -> u16 {
-    let b = f.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xFF) as i32;
-    let man = b & 0x7F_FFFF;
-    if exp == 0xFF {
-        return sign | 0x7C00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1F {
-        return sign | 0x7C00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = 1u32 << (shift - 1);
-        let rest = m & ((1 << shift) - 1);
-        let mut r = m >> shift;
-        if rest > half || (rest == half && r & 1 == 1) {
-            r += 1;
-        }
-        return sign | r as u16;
-    }
-    let mut r = ((e as u32) << 10) | (man >> 13);
-    let rest = man & 0x1FFF;
-    if rest > 0x1000 || (rest == 0x1000 && r & 1 == 1) {
-        r += 1;
-    }
-    sign | r as u16
 }
 
 /// Anything that owns a [`Builder`]; structured control flow is generic over

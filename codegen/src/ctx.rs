@@ -68,7 +68,7 @@ impl<'a> Ctx<'a> {
         };
         let scalar = Scalar { kernel: name, math };
         let mut text = String::new();
-        let mut b_externs = std::collections::BTreeSet::new();
+        let b_externs: std::collections::BTreeSet<String>;
         if target.gpu {
             let bufs: Vec<V> = (0..n_bufs).map(|_| b.fresh(Ty::Ptr)).collect();
             let syms: Vec<V> = symbols.iter().map(|_| b.fresh(Ty::I64)).collect();
@@ -149,7 +149,7 @@ impl<'a> Ctx<'a> {
         }
         Ok(KernelFn {
             text,
-            externs: std::mem::take(&mut b_externs),
+            externs: b_externs,
         })
     }
 

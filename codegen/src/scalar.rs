@@ -22,12 +22,13 @@ pub fn reg_ty(d: DType) -> Ty {
     }
 }
 
-/// The memory type of an element of `d` (`bf16` is moved as raw `i16` bits).
+/// The memory type of an element of `d` (`f16`/`bf16` are moved as raw
+/// `i16` bits and converted with integer ops: LLVM's `half` on x86 becomes
+/// libcalls and compiles slowly).
 pub fn mem_ty(d: DType) -> Ty {
     match d {
         DType::F32 => Ty::F32,
-        DType::F16 => Ty::F16,
-        DType::BF16 => Ty::I16,
+        DType::F16 | DType::BF16 => Ty::I16,
         DType::I32 => Ty::I32,
         DType::I64 => Ty::I64,
         DType::U8 | DType::I8 | DType::Bool => Ty::I8,
@@ -40,7 +41,7 @@ pub fn load(b: &mut Builder, ptr: V, i: V, d: DType) -> V {
     let p = b.gep(ptr, i, mt);
     let raw = b.load(p, mt);
     match d {
-        DType::F16 => b.conv("arith.extf", raw, Ty::F32),
+        DType::F16 => f16_to_f32(b, raw),
         DType::BF16 => {
             let w = b.conv("arith.extui", raw, Ty::I32);
             let sixteen = b.ci(Ty::I32, 16);
@@ -59,7 +60,7 @@ pub fn load(b: &mut Builder, ptr: V, i: V, d: DType) -> V {
 pub fn store(b: &mut Builder, ptr: V, i: V, d: DType, v: V) {
     let mt = mem_ty(d);
     let raw = match d {
-        DType::F16 => b.conv("arith.truncf", v, Ty::F16),
+        DType::F16 => f16_bits(b, v),
         DType::BF16 => bf16_bits(b, v),
         DType::Bool => b.conv("arith.extui", v, Ty::I8),
         _ => v,
@@ -86,12 +87,86 @@ fn bf16_bits(b: &mut Builder, v: V) -> V {
     b.conv("arith.trunci", r, Ty::I16)
 }
 
+/// IEEE half bits (`i16`) to `f32`: normals rebias the exponent, inf/NaN
+/// keep their payload, subnormals are `mantissa · 2^-24` (exact in f32).
+fn f16_to_f32(b: &mut Builder, h: V) -> V {
+    let u = b.conv("arith.extui", h, Ty::I32);
+    let c = |b: &mut Builder, v: i64| b.ci(Ty::I32, v);
+    let (m8000, m3ff, m1f) = (c(b, 0x8000), c(b, 0x3FF), c(b, 0x1F));
+    let (ten, thirteen, sixteen, twenty3) = (c(b, 10), c(b, 13), c(b, 16), c(b, 23));
+    let sign = b.and(u, m8000);
+    let sign = b.bin("shli", sign, sixteen);
+    let e = b.bin("shrui", u, ten);
+    let e = b.and(e, m1f);
+    let man = b.and(u, m3ff);
+    let man13 = b.bin("shli", man, thirteen);
+    let bias = c(b, 112);
+    let e32 = b.add(e, bias);
+    let e32 = b.bin("shli", e32, twenty3);
+    let normal = b.bin("ori", e32, man13);
+    let infnan = c(b, 0x7F80_0000);
+    let infnan = b.bin("ori", infnan, man13);
+    let mf = b.conv("arith.sitofp", man, Ty::F32);
+    let scale = b.cf(Ty::F32, 2f64.powi(-24));
+    let sub = b.fbin("mulf", mf, scale);
+    let sub = b.conv("arith.bitcast", sub, Ty::I32);
+    let zero = c(b, 0);
+    let is_sub = b.cmpi("eq", e, zero);
+    let is_max = b.cmpi("eq", e, m1f);
+    let r = b.select(is_max, infnan, normal);
+    let r = b.select(is_sub, sub, r);
+    let r = b.bin("ori", r, sign);
+    b.conv("arith.bitcast", r, Ty::F32)
+}
+
+/// Round-to-nearest-even `f32 -> f16` bits (`i16`) with integer and one
+/// float op: overflow to inf, NaN to a quiet NaN, subnormals rounded by an
+/// add of a magic constant (the FPU does the rounding).
+fn f16_bits(b: &mut Builder, v: V) -> V {
+    let c = |b: &mut Builder, v: i64| b.ci(Ty::I32, v);
+    let bits = b.conv("arith.bitcast", v, Ty::I32);
+    let sign_mask = c(b, 0x8000_0000u32 as i32 as i64);
+    let sign = b.and(bits, sign_mask);
+    let f = b.bin("xori", bits, sign);
+    let f16max = c(b, (127 + 16) << 23);
+    let f32inf = c(b, 255 << 23);
+    let min_normal = c(b, 113 << 23);
+    let denorm_magic = c(b, ((127 - 15) + (23 - 10) + 1) << 23);
+    // Overflow, inf and NaN.
+    let (qnan, inf) = (c(b, 0x7E00), c(b, 0x7C00));
+    let is_nan = b.cmpi("ugt", f, f32inf);
+    let big = b.select(is_nan, qnan, inf);
+    // Subnormal results: add 0.5 (as the magic) and read the low bits.
+    let ff = b.conv("arith.bitcast", f, Ty::F32);
+    let magic_f = b.conv("arith.bitcast", denorm_magic, Ty::F32);
+    let sum = b.fbin("addf", ff, magic_f);
+    let sum = b.conv("arith.bitcast", sum, Ty::I32);
+    let small = b.sub(sum, denorm_magic);
+    // Normal results: rebias and round to nearest even.
+    let thirteen = c(b, 13);
+    let one = c(b, 1);
+    let odd = b.bin("shrui", f, thirteen);
+    let odd = b.and(odd, one);
+    let rebias = c(b, (((15 - 127) << 23) + 0xFFF) as i64);
+    let n = b.add(f, rebias);
+    let n = b.add(n, odd);
+    let normal = b.bin("shrui", n, thirteen);
+    let is_big = b.cmpi("uge", f, f16max);
+    let is_small = b.cmpi("ult", f, min_normal);
+    let o = b.select(is_small, small, normal);
+    let o = b.select(is_big, big, o);
+    let sixteen = c(b, 16);
+    let s16 = b.bin("shrui", sign, sixteen);
+    let o = b.bin("ori", o, s16);
+    b.conv("arith.trunci", o, Ty::I16)
+}
+
 /// Rounds an f32 register to the precision of the float dtype `d`.
 pub fn round(b: &mut Builder, v: V, d: DType) -> V {
     match d {
         DType::F16 => {
-            let h = b.conv("arith.truncf", v, Ty::F16);
-            b.conv("arith.extf", h, Ty::F32)
+            let h = f16_bits(b, v);
+            f16_to_f32(b, h)
         }
         DType::BF16 => {
             let h = bf16_bits(b, v);

@@ -317,3 +317,4 @@ fn long_rows_span_blocks() {
     }
     check(&m, &k, &bs, 1e-6, 77);
 }
+
