@@ -3,6 +3,8 @@
 
 mod harness;
 mod loops;
+mod matmuls;
+mod rows;
 
 use kiln_ir::{FusedOp, FusionKind, Graph, Op, TensorType};
 use std::sync::Arc;

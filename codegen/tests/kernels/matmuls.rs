@@ -1,0 +1,42 @@
+//! Tiled matmul against the interpreter: odd sizes (edge tiles), `m = 1`,
+//! batch broadcasting, and non-f32 dtypes.
+
+use crate::harness::{bindings, check, spec};
+use crate::ty;
+use kiln_codegen::{compile_cpu, KernelSpec};
+use kiln_ir::{Bindings, DType, Op};
+
+fn mm(name: &str, d: DType, a: &[&str], b: &[&str]) -> KernelSpec {
+    spec(name, Op::MatMul, vec![ty(d, a), ty(d, b)])
+}
+
+#[test]
+fn matmul_sizes_batches_dtypes() {
+    let ks = vec![
+        // m = seq against n = 33, 64 (full vector tiles), 65, 1 and k = 7, 65.
+        mm("mm_33", DType::F32, &["seq", "7"], &["7", "33"]),
+        mm("mm_64", DType::F32, &["seq", "65"], &["65", "64"]),
+        mm("mm_65", DType::F32, &["seq", "16"], &["16", "65"]),
+        mm("mm_n1", DType::F32, &["seq", "5"], &["5", "1"]),
+        // Symbolic k and n.
+        mm("mm_sym", DType::F32, &["9", "seq"], &["seq", "seq"]),
+        // Batch broadcasting: [2,1,seq,16] x [3,16,40] -> [2,3,seq,40].
+        mm("mm_batch", DType::F32, &["2", "1", "seq", "16"], &["3", "16", "40"]),
+        mm("mm_batch_b", DType::F32, &["seq", "8"], &["4", "8", "32"]),
+        mm("mm_f16", DType::F16, &["seq", "24"], &["24", "33"]),
+        mm("mm_bf16", DType::BF16, &["2", "seq", "8"], &["2", "8", "17"]),
+        mm("mm_i32", DType::I32, &["seq", "12"], &["12", "10"]),
+    ];
+    let m = compile_cpu(&ks, &["seq".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    let bs: Vec<Bindings> = [1, 7, 33, 65].iter().map(|&s| bindings(&[("seq", s)])).collect();
+    for (i, k) in ks.iter().enumerate() {
+        let tol = match k.operand_types[0].dtype {
+            DType::F16 | DType::BF16 => 1e-2,
+            DType::I32 => 0.0,
+            _ => 1e-5,
+        };
+        check(&m, k, &bs, tol, 2000 + i as u64);
+    }
+    let g = &m.launches()[1].grid;
+    assert_eq!(g.dims.len(), 3, "matmul grid is (batch, m tiles, n tiles)");
+}
