@@ -270,3 +270,26 @@ fn f16_graph_tracks_f64_within_half_precision() {
     let e = rel_l2(&lo.to_f64_vec(), &hi);
     assert!(e > 1e-5 && e < 4e-3, "rel L2 {e}");
 }
+
+#[test]
+fn outputs_may_repeat_values_and_dead_nodes_are_not_evaluated() {
+    let mut b = B::new("plumbing");
+    let x = b.input("x", f32t(&["2"]));
+    let y = b.un(UnaryOp::Neg, x);
+    // A parameter nothing uses: it need not be supplied.
+    let dead = b.param("unused", f32t(&["3"]));
+    let _ = b.un(UnaryOp::Exp, dead);
+    b.out("y", y);
+    b.out("y_again", y);
+    b.out("x_through", x);
+    let outs = kiln_ir::interp::eval(
+        &b.g,
+        &named(vec![("x", f32_tensor(&[2], &[1.0, -2.0]))]),
+        &no_params(),
+    )
+    .unwrap();
+    assert_eq!(outs.len(), 3);
+    assert_eq!(outs["y"].to_f64_vec(), vec![-1.0, 2.0]);
+    assert_eq!(outs["y_again"].to_f64_vec(), vec![-1.0, 2.0]);
+    assert_eq!(outs["x_through"].to_f64_vec(), vec![1.0, -2.0]);
+}

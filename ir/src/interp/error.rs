@@ -9,7 +9,7 @@ use crate::verify::VerifyError;
 /// a body, the outer node first: `n7 `scan` › step 3 › n2 `div``).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InterpError {
-    /// The graph failed [`crate::verify`]; nothing was evaluated.
+    /// The graph failed [`crate::verify()`]; nothing was evaluated.
     #[error("the graph is not well-formed: {0}")]
     Verify(#[from] VerifyError),
     #[error("missing input `{name}` of type {expected}")]

@@ -4,14 +4,18 @@
 use super::error::InterpError;
 use std::borrow::Cow;
 
-/// Element count of `shape`, or an error when it overflows (a tensor that
-/// could never be allocated).
+/// Element count of `shape`, or an error when it could never be allocated.
+/// Every partial product of the non-zero dims must fit too, so that index
+/// arithmetic on a shape with a zero dim cannot overflow either.
 pub(crate) fn numel(shape: &[usize]) -> Result<usize, InterpError> {
+    let limit = isize::MAX as usize / 16;
+    let too_big = || InterpError::operands(format!("shape {shape:?} has too many elements"));
     shape
         .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= isize::MAX as usize / 16)
-        .ok_or_else(|| InterpError::operands(format!("shape {shape:?} has too many elements")))
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
+        .filter(|&n| n <= limit)
+        .ok_or_else(too_big)?;
+    Ok(shape.iter().product())
 }
 
 /// Row-major strides (in elements) of `shape`.

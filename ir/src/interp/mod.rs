@@ -10,7 +10,7 @@
 //! [`eval`] (inputs and outputs by name), [`eval_positional`] (signature
 //! order) and [`eval_with`] (with [`EvalOptions`]) all:
 //!
-//! 1. run [`crate::verify`] — a malformed graph is an [`InterpError::Verify`];
+//! 1. run [`crate::verify()`] — a malformed graph is an [`InterpError::Verify`];
 //! 2. check every input: present, no unknown names, the declared dtype (see
 //!    [`Precision`] for f64 storage), rank and shape; the size symbols
 //!    (`seq`, `past`, …) are bound by unifying the declared shapes with the
