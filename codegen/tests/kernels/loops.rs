@@ -18,7 +18,7 @@ fn seqs() -> Vec<Bindings> {
 }
 
 /// A loop kernel applying `f` to inputs of the given types.
-fn loop_kernel(
+pub fn loop_kernel(
     name: &str,
     inputs: &[TensorType],
     f: impl FnOnce(&mut Graph, &[Value]) -> Vec<Value>,
@@ -36,7 +36,7 @@ fn loop_kernel(
     spec(name, op, inputs.to_vec())
 }
 
-fn unary_specs(d: DType) -> Vec<KernelSpec> {
+pub fn unary_specs(d: DType) -> Vec<KernelSpec> {
     let t = ty(d, &["seq", "37"]);
     UnaryOp::ALL
         .iter()

@@ -1,9 +1,11 @@
 //! Compiled kernels against the reference interpreter (CPU), PTX through
 //! ptxas, and typed errors. One test binary: each links all of LLVM.
 
+mod errors;
 mod harness;
 mod loops;
 mod matmuls;
+mod ptx;
 mod rows;
 
 use kiln_ir::{FusedOp, FusionKind, Graph, Op, TensorType};

@@ -6,7 +6,7 @@ use crate::ty;
 use kiln_codegen::{compile_cpu, KernelSpec};
 use kiln_ir::{Bindings, DType, Op};
 
-fn mm(name: &str, d: DType, a: &[&str], b: &[&str]) -> KernelSpec {
+pub fn mm(name: &str, d: DType, a: &[&str], b: &[&str]) -> KernelSpec {
     spec(name, Op::MatMul, vec![ty(d, a), ty(d, b)])
 }
 

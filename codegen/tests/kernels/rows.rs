@@ -12,7 +12,7 @@ fn seqs() -> Vec<Bindings> {
     vec![bindings(&[("seq", 4)]), bindings(&[("seq", 1)]), bindings(&[("seq", 7)])]
 }
 
-fn row_kernel(
+pub fn row_kernel(
     name: &str,
     inputs: &[TensorType],
     f: impl FnOnce(&mut Graph, &[Value]) -> Vec<Value>,
@@ -30,7 +30,7 @@ fn row_kernel(
     spec(name, op, inputs.to_vec())
 }
 
-fn reduce(g: &mut Graph, op: ReduceOp, x: Value, axes: &[usize], keep: bool) -> Value {
+pub fn reduce(g: &mut Graph, op: ReduceOp, x: Value, axes: &[usize], keep: bool) -> Value {
     g.add(Op::Reduce { op, axes: axes.to_vec(), keep_dims: keep }, &[x]).unwrap()
 }
 
@@ -46,7 +46,7 @@ fn scalar(g: &mut Graph, d: DType, v: f64) -> Value {
     g.add(Op::Const(Literal::scalar(d, v)), &[]).unwrap()
 }
 
-fn softmax(name: &str, d: DType, shape: &[&str]) -> KernelSpec {
+pub fn softmax(name: &str, d: DType, shape: &[&str]) -> KernelSpec {
     let r = shape.len() - 1;
     row_kernel(name, &[ty(d, shape)], |g, x| {
         let m = reduce(g, ReduceOp::Max, x[0], &[r], true);
@@ -57,7 +57,7 @@ fn softmax(name: &str, d: DType, shape: &[&str]) -> KernelSpec {
     })
 }
 
-fn rmsnorm(name: &str, d: DType, n: &str) -> KernelSpec {
+pub fn rmsnorm(name: &str, d: DType, n: &str) -> KernelSpec {
     row_kernel(name, &[ty(d, &["seq", n]), ty(d, &[n])], |g, x| {
         let sq = bin(g, BinaryOp::Mul, x[0], x[0]);
         let ms = reduce(g, ReduceOp::Mean, sq, &[1], true);
@@ -69,7 +69,7 @@ fn rmsnorm(name: &str, d: DType, n: &str) -> KernelSpec {
     })
 }
 
-fn layernorm(name: &str, n: &str) -> KernelSpec {
+pub fn layernorm(name: &str, n: &str) -> KernelSpec {
     let d = DType::F32;
     row_kernel(name, &[ty(d, &["seq", n]), ty(d, &[n]), ty(d, &[n])], |g, x| {
         let mu = reduce(g, ReduceOp::Mean, x[0], &[1], true);
