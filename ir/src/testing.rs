@@ -154,6 +154,22 @@ impl GraphConfig {
     }
 }
 
+/// A deterministic proptest config: `cases` cases (or `PROPTEST_CASES`), a
+/// fixed seed (or `PROPTEST_RNG_SEED`), and no failure files written into
+/// the source tree. Use it so that test runs are reproducible:
+/// `#![proptest_config(kiln_ir::testing::config(256))]`.
+pub fn config(cases: u32) -> proptest::test_runner::Config {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    proptest::test_runner::Config {
+        cases: env("PROPTEST_CASES").map_or(cases, |c| c as u32),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            env("PROPTEST_RNG_SEED").unwrap_or(0x6b69_6c6e),
+        ),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 /// Random verified graphs with the default [`GraphConfig`].
 pub fn arb_graph() -> impl Strategy<Value = Graph> {
     arb_graph_with(GraphConfig::default())

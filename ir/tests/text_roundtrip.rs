@@ -6,7 +6,7 @@ use kiln_ir::text::{parse, print};
 use kiln_ir::{verify, BinaryOp, CmpOp, Op, ReduceOp, UnaryOp};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 use std::collections::BTreeSet;
 
 const TINY: &str = r#"graph @tiny(%tokens: i32[seq], %k_cache: f32[past,4,16], %h: f32[64]) {
@@ -93,7 +93,7 @@ fn round_trip(g: &kiln_ir::Graph) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(Config { cases: 256, ..Config::default() })]
+    #![proptest_config(kiln_ir::testing::config(256))]
 
     #[test]
     fn random_graphs_round_trip(g in arb_graph()) {
@@ -161,22 +161,4 @@ fn the_generator_covers_every_op() {
     let missing: Vec<&&str> = want.iter().filter(|w| !seen.contains(**w)).collect();
     assert!(missing.is_empty(), "never generated: {missing:?}");
     assert!(multi_scan && batch_mm && sym_slice && alias && loc);
-}
-
-#[test]
-#[ignore]
-fn show_samples() {
-    let mut runner = TestRunner::deterministic();
-    let cfg = GraphConfig::default();
-    let strategy = prop::collection::vec(any::<u32>(), cfg.entropy_len());
-    let mut total = 0;
-    for i in 0..200 {
-        let e = strategy.new_tree(&mut runner).unwrap().current();
-        let g = graph_from_entropy(&e, &cfg);
-        total += op_names(&g).len();
-        if i < 4 {
-            println!("{g}");
-        }
-    }
-    println!("avg nodes {}", total / 200);
 }
