@@ -278,6 +278,32 @@ fn truncated_and_trailing_text() {
         "expected end of input but found '}'",
     );
     check("graph @g() {\n}\n", 2, 1, "or 'return' but found '}'");
+    // Cut short anywhere: the error names the end of input, at the end.
+    check(
+        "graph",
+        1,
+        6,
+        "expected a graph name such as @main but found end of input",
+    );
+    check(
+        "graph @g(",
+        1,
+        10,
+        "expected an input such as %x: f32[4] but found end of input",
+    );
+    check(
+        "graph @g() {\n  %0 = neg(",
+        2,
+        12,
+        "expected a value such as %0 but found end of input",
+    );
+    check(
+        "graph @g(%x: f32[4]) {\n  %0 = reduce_sum(%x) {",
+        2,
+        24,
+        "expected an attribute name but found end of input",
+    );
+    check("", 1, 1, "expected 'graph' but found end of input");
 }
 
 #[test]

@@ -109,11 +109,11 @@ impl<'a> Parser<'a> {
         &self.toks[self.pos.min(self.toks.len() - 1)]
     }
 
+    /// The current token; always advances (past the end too, where `peek`
+    /// keeps answering end of input), so `pos -= 1` undoes it exactly.
     fn next(&mut self) -> Token {
         let t = self.peek().clone();
-        if self.pos < self.toks.len() - 1 {
-            self.pos += 1;
-        }
+        self.pos += 1;
         t
     }
 
