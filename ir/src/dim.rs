@@ -182,17 +182,18 @@ impl Dim {
             [u] => {
                 let u = u.to_string();
                 // Only affine in `u`: coefficient * u + rest.
+                let overflow = || DimError::Overflow(self.to_string());
                 let mut coef = 0i64;
                 let mut rest = 0i64;
                 for (m, c) in &self.terms {
                     let uses = m.iter().filter(|s| **s == u).count();
                     let mut term = *c;
                     for s in m.iter().filter(|s| **s != u) {
-                        term *= bindings[s];
+                        term = term.checked_mul(bindings[s]).ok_or_else(overflow)?;
                     }
                     match uses {
-                        0 => rest += term,
-                        1 => coef += term,
+                        0 => rest = rest.checked_add(term).ok_or_else(overflow)?,
+                        1 => coef = coef.checked_add(term).ok_or_else(overflow)?,
                         _ => {
                             return Err(DimError::Unsolvable {
                                 dim: self.to_string(),
@@ -201,7 +202,7 @@ impl Dim {
                         }
                     }
                 }
-                let diff = actual - rest;
+                let diff = actual.checked_sub(rest).ok_or_else(overflow)?;
                 if coef == 0 || diff % coef != 0 || diff / coef < 0 {
                     return Err(DimError::Unsolvable {
                         dim: self.to_string(),

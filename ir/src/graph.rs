@@ -207,6 +207,18 @@ impl Graph {
         edges.into_iter().map(|(_, v)| v).collect()
     }
 
+    /// The operand slot numbers of a node's incoming edges, sorted (the verifier
+    /// checks they are `0..k`).
+    pub fn operand_slots(&self, id: NodeId) -> Vec<u32> {
+        let mut s: Vec<u32> = self
+            .dag
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| e.weight().index)
+            .collect();
+        s.sort_unstable();
+        s
+    }
+
     /// Every use of a node's results: (consumer, operand slot, port used).
     pub fn users(&self, id: NodeId) -> Vec<(NodeId, u32, u32)> {
         let mut out: Vec<_> = self

@@ -26,8 +26,9 @@ pub struct Literal {
 pub fn round_to(dtype: DType, v: f64) -> f64 {
     match dtype {
         DType::F32 => v as f32 as f64,
-        DType::F16 => half::f16::from_f64(v).to_f64(),
-        DType::BF16 => half::bf16::from_f64(v).to_f64(),
+        // `half`'s own f64 conversions can round a near-tie the wrong way.
+        DType::F16 => crate::interp::round_f16(v).to_f64(),
+        DType::BF16 => crate::interp::round_bf16(v).to_f64(),
         _ => v,
     }
 }

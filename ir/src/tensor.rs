@@ -126,8 +126,18 @@ impl Tensor {
     ) -> Result<Tensor, TensorSizeError> {
         let data = match dtype {
             DType::F32 => TensorData::F32(values.iter().map(|&v| v as f32).collect()),
-            DType::F16 => TensorData::F16(values.iter().map(|&v| f16::from_f64(v)).collect()),
-            DType::BF16 => TensorData::BF16(values.iter().map(|&v| bf16::from_f64(v)).collect()),
+            DType::F16 => TensorData::F16(
+                values
+                    .iter()
+                    .map(|&v| crate::interp::round_f16(v))
+                    .collect(),
+            ),
+            DType::BF16 => TensorData::BF16(
+                values
+                    .iter()
+                    .map(|&v| crate::interp::round_bf16(v))
+                    .collect(),
+            ),
             DType::I32 => TensorData::I32(values.iter().map(|&v| v as i32).collect()),
             DType::I64 => TensorData::I64(values.iter().map(|&v| v as i64).collect()),
             DType::U8 => TensorData::U8(values.iter().map(|&v| v as u8).collect()),

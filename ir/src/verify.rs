@@ -54,19 +54,7 @@ fn verify_inner(g: &Graph, is_body: bool) -> Result<(), VerifyError> {
         let node = g.node(n);
         let operands = g.operands(n);
         // Slots must be 0..k without gaps (a removed edge would leave a hole).
-        let slots: Vec<u32> = {
-            let mut s: Vec<u32> = g
-                .node_ids()
-                .flat_map(|m| {
-                    g.users(m)
-                        .into_iter()
-                        .filter(move |u| u.0 == n)
-                        .map(|u| u.1)
-                })
-                .collect();
-            s.sort_unstable();
-            s
-        };
+        let slots = g.operand_slots(n);
         if slots != (0..slots.len() as u32).collect::<Vec<_>>() {
             return Err(fail(
                 place(g, n),
