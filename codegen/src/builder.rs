@@ -350,7 +350,10 @@ impl Builder {
         }
         self.pure(
             Ty::Ptr,
-            format!("llvm.getelementptr inbounds {p}[{i}] : (!llvm.ptr, {}) -> !llvm.ptr, {elem}", i.ty),
+            format!(
+                "llvm.getelementptr inbounds {p}[{i}] : (!llvm.ptr, {}) -> !llvm.ptr, {elem}",
+                i.ty
+            ),
         )
     }
 
@@ -411,11 +414,17 @@ fn results_lhs(results: &[V]) -> String {
 }
 
 pub fn names(vs: &[V]) -> String {
-    vs.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+    vs.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn types(vs: &[V]) -> String {
-    vs.iter().map(|v| v.ty.to_string()).collect::<Vec<_>>().join(", ")
+    vs.iter()
+        .map(|v| v.ty.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Anything that owns a [`Builder`]; structured control flow is generic over
@@ -451,8 +460,18 @@ pub fn for_loop<C: Emit>(
     }
     write!(head, "scf.for {iv} = {lb} to {ub} step {step}").ok();
     if !inits.is_empty() {
-        let pairs: Vec<String> = args.iter().zip(inits).map(|(a, i)| format!("{a} = {i}")).collect();
-        write!(head, " iter_args({}) -> ({})", pairs.join(", "), types(inits)).ok();
+        let pairs: Vec<String> = args
+            .iter()
+            .zip(inits)
+            .map(|(a, i)| format!("{a} = {i}"))
+            .collect();
+        write!(
+            head,
+            " iter_args({}) -> ({})",
+            pairs.join(", "),
+            types(inits)
+        )
+        .ok();
     }
     write!(head, " : i64 {{").ok();
     b.line(&head);
@@ -489,7 +508,11 @@ pub fn if_else<C: Emit>(
         b.line(&format!("scf.if {cond} {{"));
     } else {
         let tlist: Vec<String> = tys.iter().map(|t| t.to_string()).collect();
-        b.line(&format!("{} = scf.if {cond} -> ({}) {{", results_lhs(&results), tlist.join(", ")));
+        b.line(&format!(
+            "{} = scf.if {cond} -> ({}) {{",
+            results_lhs(&results),
+            tlist.join(", ")
+        ));
     }
     b.enter();
     let y = then(cx)?;

@@ -155,15 +155,13 @@ impl<'a> Ctx<'a> {
 
     /// The value of a size symbol.
     fn symbol(&mut self, s: &str) -> R<V> {
-        let k = self
-            .symbols
-            .iter()
-            .position(|x| x == s)
-            .ok_or_else(|| CodegenError::UnknownSymbol {
+        let k = self.symbols.iter().position(|x| x == s).ok_or_else(|| {
+            CodegenError::UnknownSymbol {
                 kernel: self.kernel.to_string(),
                 symbol: s.to_string(),
                 symbols: self.symbols.to_vec(),
-            })?;
+            }
+        })?;
         match &self.sizes {
             Sizes::Args(a) => Ok(a[k]),
             Sizes::Ptr(p) => {

@@ -14,8 +14,7 @@ use melior::ir::operation::OperationLike;
 use melior::ir::Module;
 use melior::pass::PassManager;
 use melior::utility::{
-    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations,
-    register_all_passes,
+    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
 };
 use melior::Context;
 use std::cell::RefCell;
@@ -142,7 +141,10 @@ fn offending_line(message: &str, text: &str) -> Option<String> {
         }
         if let Ok(n) = digits.parse::<usize>() {
             if n >= 1 {
-                return text.lines().nth(n - 1).map(|l| format!("line {n}: {}", l.trim()));
+                return text
+                    .lines()
+                    .nth(n - 1)
+                    .map(|l| format!("line {n}: {}", l.trim()));
             }
         }
     }
@@ -236,7 +238,9 @@ pub fn jit_cpu(mlir: &str, names: &[String]) -> Result<Jit, CodegenError> {
         // SAFETY: `engine` is valid and `sref` points into `name`, alive for the call.
         let p = unsafe { mlir_sys::mlirExecutionEngineLookup(jit.engine, sref) };
         if p.is_null() {
-            return Err(CodegenError::Jit(format!("kernel `{name}` not found after compilation")));
+            return Err(CodegenError::Jit(format!(
+                "kernel `{name}` not found after compilation"
+            )));
         }
         jit.entries.insert(name.clone(), p as usize);
     }
@@ -287,7 +291,9 @@ fn extract_ptx(module: &Module) -> Result<String, CodegenError> {
                 }
                 let obj = mlir_sys::mlirArrayAttrGetElement(attr, 0);
                 if !mlir_sys::mlirAttributeIsAGPUObjectAttr(obj) {
-                    return Err(CodegenError::Ptx("gpu.binary object is not a #gpu.object".into()));
+                    return Err(CodegenError::Ptx(
+                        "gpu.binary object is not a #gpu.object".into(),
+                    ));
                 }
                 let text = string_ref(mlir_sys::mlirGPUObjectAttrGetObject(obj));
                 return Ok(text.trim_end_matches('\0').to_string());
@@ -295,5 +301,7 @@ fn extract_ptx(module: &Module) -> Result<String, CodegenError> {
             op = mlir_sys::mlirOperationGetNextInBlock(op);
         }
     }
-    Err(CodegenError::Ptx("no gpu.binary in the lowered module".into()))
+    Err(CodegenError::Ptx(
+        "no gpu.binary in the lowered module".into(),
+    ))
 }

@@ -24,7 +24,12 @@ pub struct Body<'g> {
 
 impl<'g> Body<'g> {
     pub fn new(g: &'g Graph) -> Body<'g> {
-        let inputs = g.inputs().iter().enumerate().map(|(k, &n)| (n, k)).collect();
+        let inputs = g
+            .inputs()
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (n, k))
+            .collect();
         Body {
             g,
             inputs,
@@ -46,7 +51,10 @@ impl<'g> Body<'g> {
             "e{}.{}@{}",
             v.node.index(),
             v.port,
-            idx.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+            idx.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
         if let Some(r) = cx.b.lookup(&key) {
             return Ok(r);
@@ -127,11 +135,11 @@ impl<'g> Body<'g> {
                 let s = cx.scalar;
                 Ok(s.cast(&mut cx.b, x, from, *to))
             }
-            Op::Reduce { .. } => self
-                .reduced
-                .get(&v.node)
-                .copied()
-                .ok_or_else(|| self.unsupported(cx, &node.op, "a reduction outside a row kernel")),
+            Op::Reduce { .. } => {
+                self.reduced.get(&v.node).copied().ok_or_else(|| {
+                    self.unsupported(cx, &node.op, "a reduction outside a row kernel")
+                })
+            }
             Op::Broadcast { .. } => self.operand_at_broadcast(cx, ops[0], idx),
             Op::Permute { perm } => {
                 let mut oi = vec![idx[0]; idx.len()];
@@ -226,7 +234,17 @@ impl<'g> Body<'g> {
             before,
             &[ty],
             |cx| Ok(vec![at(cx, k)?]),
-            |cx| Ok(vec![self.concat_from(cx, ops, offsets, axis, idx, k + 1, ty)?]),
+            |cx| {
+                Ok(vec![self.concat_from(
+                    cx,
+                    ops,
+                    offsets,
+                    axis,
+                    idx,
+                    k + 1,
+                    ty,
+                )?])
+            },
         )?;
         Ok(r[0])
     }

@@ -41,7 +41,11 @@ pub fn emit_fused(
     match f.kind {
         FusionKind::Loop => {
             let shape = g.output_types()[0].shape.clone();
-            let tile = if target.gpu { LOOP_TILE_GPU } else { LOOP_TILE_CPU };
+            let tile = if target.gpu {
+                LOOP_TILE_GPU
+            } else {
+                LOOP_TILE_CPU
+            };
             let mut grid = Grid {
                 dims: outer
                     .iter()
@@ -235,7 +239,10 @@ fn combine(b: &mut Builder, op: ReduceOp, dt: DType, a: V, x: V, reassoc: bool) 
         return match op {
             ReduceOp::Sum | ReduceOp::Mean => {
                 if reassoc {
-                    b.pure(Ty::F32, format!("arith.addf {a}, {x} fastmath<reassoc> : f32"))
+                    b.pure(
+                        Ty::F32,
+                        format!("arith.addf {a}, {x} fastmath<reassoc> : f32"),
+                    )
                 } else {
                     b.fbin("addf", a, x)
                 }

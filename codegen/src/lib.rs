@@ -74,6 +74,14 @@ pub struct CpuModule {
     mlir: String,
 }
 
+impl std::fmt::Debug for CpuModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuModule")
+            .field("launches", &self.launches)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CpuModule {
     /// Launch information of every kernel, in the order given.
     pub fn launches(&self) -> &[KernelLaunch] {

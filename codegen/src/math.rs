@@ -137,7 +137,11 @@ impl Math {
         // otherwise sign(x)·(1 - 2/(e^{2|x|}+1)), which saturates to ±1.
         let a = self.fabs(b, x);
         let x2 = b.fbin("mulf", x, x);
-        let p = horner(b, x2, &[62.0 / 2835.0, -17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0]);
+        let p = horner(
+            b,
+            x2,
+            &[62.0 / 2835.0, -17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0],
+        );
         let px = b.fbin("mulf", p, x2);
         let px = b.fbin("mulf", px, x);
         let small = b.fbin("addf", x, px);
@@ -209,7 +213,13 @@ impl Math {
         let poly = horner(
             b,
             t,
-            &[1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592],
+            &[
+                1.061405429,
+                -1.453152027,
+                1.421413741,
+                -0.284496736,
+                0.254829592,
+            ],
         );
         let poly = b.fbin("mulf", poly, t);
         let a2 = b.fbin("mulf", a, a);

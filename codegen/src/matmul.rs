@@ -76,7 +76,11 @@ pub fn emit_matmul(
         });
     }
     let s = shapes(name, a, b)?;
-    let (tm, tn) = if target.gpu { (GPU_TM, GPU_TN) } else { (CPU_TM, CPU_TN) };
+    let (tm, tn) = if target.gpu {
+        (GPU_TM, GPU_TN)
+    } else {
+        (CPU_TM, CPU_TN)
+    };
     let grid = Grid {
         dims: vec![
             GridDim {
@@ -184,8 +188,14 @@ fn tile_setup(cx: &mut Ctx, s: &Shapes, tm: i64, tn: i64, block: V) -> R<Tile> {
 /// `acc + x*y` in the accumulator type (f32 for floats, contracted to an FMA).
 fn mac(cx: &mut Ctx, dt: DType, acc: V, x: V, y: V) -> V {
     if dt.is_float() {
-        let p = cx.b.pure(Ty::F32, format!("arith.mulf {x}, {y} fastmath<contract> : f32"));
-        cx.b.pure(Ty::F32, format!("arith.addf {acc}, {p} fastmath<contract> : f32"))
+        let p = cx.b.pure(
+            Ty::F32,
+            format!("arith.mulf {x}, {y} fastmath<contract> : f32"),
+        );
+        cx.b.pure(
+            Ty::F32,
+            format!("arith.addf {acc}, {p} fastmath<contract> : f32"),
+        )
     } else {
         let p = cx.b.bin("muli", x, y);
         cx.b.bin("addi", acc, p)
@@ -207,9 +217,8 @@ fn clamped_row(cx: &mut Ctx, t: &Tile, r: V) -> V {
 fn cpu_vector_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
     let nvec = (t.tn / VW) as usize;
     let vty = Ty::VF32(VW as u32);
-    let zero = cx.b.in_prologue(|b| {
-        b.pure(vty, format!("arith.constant dense<0.000000e+00> : {vty}"))
-    });
+    let zero =
+        cx.b.in_prologue(|b| b.pure(vty, format!("arith.constant dense<0.000000e+00> : {vty}")));
     let rows: Vec<V> = (0..t.tm)
         .map(|r| {
             let rv = cx.b.i64c(r);
@@ -236,7 +245,10 @@ fn cpu_vector_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
                 let off = cx.b.i64c(c as i64 * VW);
                 let i = cx.b.add(brow, off);
                 let p = cx.b.gep(pb, i, Ty::F32);
-                cx.b.op(vty, &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"))
+                cx.b.op(
+                    vty,
+                    &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
+                )
             })
             .collect();
         let mut next = Vec::with_capacity(acc.len());
@@ -244,7 +256,8 @@ fn cpu_vector_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
             let i = cx.b.add(ar, kk);
             let p = cx.b.gep(pa, i, Ty::F32);
             let a = cx.b.load(p, Ty::F32);
-            let av = cx.b.pure(vty, format!("vector.broadcast {a} : f32 to {vty}"));
+            let av =
+                cx.b.pure(vty, format!("vector.broadcast {a} : f32 to {vty}"));
             for (c, bvc) in bv.iter().enumerate() {
                 let acc_v = acc[r * nvec + c];
                 next.push(cx.b.pure(vty, format!("math.fma {av}, {bvc}, {acc_v} : {vty}")));
@@ -266,7 +279,9 @@ fn cpu_vector_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
                 let off = cx.b.i64c(c as i64 * VW);
                 let idx = cx.b.add(base, off);
                 let p = cx.b.gep(pc, idx, Ty::F32);
-                cx.b.line(&format!("llvm.store {v}, {p} {{alignment = 4 : i64}} : {vty}, !llvm.ptr"));
+                cx.b.line(&format!(
+                    "llvm.store {v}, {p} {{alignment = 4 : i64}} : {vty}, !llvm.ptr"
+                ));
             }
             Ok(())
         })?;

@@ -367,7 +367,11 @@ impl Scalar<'_> {
         match (from.is_float(), to.is_float()) {
             (true, true) => round(b, x, to),
             (false, true) => {
-                let name = if from == DType::U8 { "arith.uitofp" } else { "arith.sitofp" };
+                let name = if from == DType::U8 {
+                    "arith.uitofp"
+                } else {
+                    "arith.sitofp"
+                };
                 let f = b.conv(name, x, Ty::F32);
                 round(b, f, to)
             }
@@ -377,7 +381,11 @@ impl Scalar<'_> {
                 if tb < fb {
                     b.conv("arith.trunci", x, rt)
                 } else if tb > fb {
-                    let name = if from == DType::U8 { "arith.extui" } else { "arith.extsi" };
+                    let name = if from == DType::U8 {
+                        "arith.extui"
+                    } else {
+                        "arith.extsi"
+                    };
                     b.conv(name, x, rt)
                 } else {
                     x
@@ -412,13 +420,27 @@ fn int_div(b: &mut Builder, x: V, y: V, unsigned: bool) -> V {
 fn float_to_int(b: &mut Builder, m: Math, x: V, to: DType) -> V {
     let rt = reg_ty(to);
     let (lo, hi, min, max): (f64, f64, i64, i64) = match to {
-        DType::I32 => (-2147483648.0, 2147483648.0, i32::MIN as i64, i32::MAX as i64),
-        DType::I64 => (-9223372036854775808.0, 9223372036854775808.0, i64::MIN, i64::MAX),
+        DType::I32 => (
+            -2147483648.0,
+            2147483648.0,
+            i32::MIN as i64,
+            i32::MAX as i64,
+        ),
+        DType::I64 => (
+            -9223372036854775808.0,
+            9223372036854775808.0,
+            i64::MIN,
+            i64::MAX,
+        ),
         DType::I8 => (-128.0, 128.0, -128, 127),
         DType::U8 => (0.0, 256.0, 0, 255),
         _ => unreachable!("float_to_int to {to}"),
     };
-    let conv = if to == DType::U8 { "arith.fptoui" } else { "arith.fptosi" };
+    let conv = if to == DType::U8 {
+        "arith.fptoui"
+    } else {
+        "arith.fptosi"
+    };
     // Truncate first so values in (lo-1, lo) still convert (e.g. -0.5 -> 0 for u8).
     let t = m.trunc(b, x);
     let v = b.conv(conv, t, rt);

@@ -16,7 +16,15 @@ fn syms() -> Vec<String> {
 #[test]
 fn unsupported_ops_are_named() {
     let t = ty(DType::F32, &["seq", "8"]);
-    let k = spec("red", Op::Reduce { op: ReduceOp::Sum, axes: vec![1], keep_dims: false }, vec![t.clone()]);
+    let k = spec(
+        "red",
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![1],
+            keep_dims: false,
+        },
+        vec![t.clone()],
+    );
     match compile_cpu(&[k], &syms()) {
         Err(CodegenError::Unsupported { kernel, op, .. }) => {
             assert_eq!((kernel.as_str(), op.as_str()), ("red", "reduce_sum"))
@@ -29,10 +37,19 @@ fn unsupported_ops_are_named() {
     let x = body.add_input("x", ty(DType::F32, &["8"])).unwrap();
     let s = body.add(Op::Binary(BinaryOp::Add), &[c, x]).unwrap();
     body.add_output("c", s).unwrap();
-    let scan = Op::Scan(ScanOp { body: Arc::new(body), num_carry: 1, num_xs: 1, axis: 0, reverse: false });
+    let scan = Op::Scan(ScanOp {
+        body: Arc::new(body),
+        num_carry: 1,
+        num_xs: 1,
+        axis: 0,
+        reverse: false,
+    });
     let k = spec("cumsum", scan, vec![ty(DType::F32, &["8"]), t]);
-    let e = compile_ptx(&[k], &syms(), GpuArch::Sm90).err().expect("scan is unsupported");
-    assert!(matches!(&e, CodegenError::Unsupported { op, .. } if op == "scan"), "{e}");
+    let e = compile_ptx(&[k], &syms(), GpuArch::Sm90).expect_err("scan is unsupported");
+    assert!(
+        matches!(&e, CodegenError::Unsupported { op, .. } if op == "scan"),
+        "{e}"
+    );
     assert!(e.to_string().contains("`cumsum`"), "{e}");
 }
 
@@ -46,14 +63,24 @@ fn fusion_contract_violations() {
         g.add_output("y", y).unwrap();
     });
     let k = spec("bad_loop", op, vec![ty(DType::F32, &["seq", "8"])]);
-    let e = compile_cpu(&[k], &syms()).err().expect("contract violation");
-    assert!(matches!(&e, CodegenError::Fusion { kernel, .. } if kernel == "bad_loop"), "{e}");
+    let e = compile_cpu(&[k], &syms()).expect_err("contract violation");
+    assert!(
+        matches!(&e, CodegenError::Fusion { kernel, .. } if kernel == "bad_loop"),
+        "{e}"
+    );
     // A reshape of a reduced value in a row body.
     let k = row_kernel("bad_row", &[ty(DType::F32, &["seq", "8"])], |g, x| {
         let r = reduce(g, ReduceOp::Max, x[0], &[1], true);
-        vec![g.add(Op::Reshape { shape: vec!["seq".into()] }, &[r]).unwrap()]
+        vec![g
+            .add(
+                Op::Reshape {
+                    shape: vec!["seq".into()],
+                },
+                &[r],
+            )
+            .unwrap()]
     });
-    let e = emit_mlir(&[k], &syms(), &Target::Cpu).err().expect("contract violation");
+    let e = emit_mlir(&[k], &syms(), &Target::Cpu).expect_err("contract violation");
     assert!(matches!(&e, CodegenError::Fusion { .. }), "{e}");
     assert!(e.to_string().contains("reshape"), "{e}");
 }
@@ -61,20 +88,35 @@ fn fusion_contract_violations() {
 #[test]
 fn bad_specs_and_symbols() {
     let t = ty(DType::F32, &["seq", "8"]);
-    let good = loop_kernel("ok", &[t.clone()], |g, x| vec![g.add(Op::Unary(UnaryOp::Exp), &[x[0]]).unwrap()]);
+    let good = loop_kernel("ok", std::slice::from_ref(&t), |g, x| {
+        vec![g.add(Op::Unary(UnaryOp::Exp), &[x[0]]).unwrap()]
+    });
     // Wrong result types.
     let mut k = good.clone();
     k.result_types = vec![ty(DType::F16, &["seq", "8"])];
-    assert!(matches!(compile_cpu(&[k], &syms()), Err(CodegenError::BadSpec { .. })));
+    assert!(matches!(
+        compile_cpu(&[k], &syms()),
+        Err(CodegenError::BadSpec { .. })
+    ));
     // Duplicate and malformed names.
-    let e = emit_mlir(&[good.clone(), good.clone()], &syms(), &Target::Cpu).err().unwrap();
+    let e = emit_mlir(&[good.clone(), good.clone()], &syms(), &Target::Cpu)
+        .err()
+        .unwrap();
     assert!(matches!(e, CodegenError::BadSpec { .. }), "{e}");
     let mut k = good.clone();
     k.name = "not a name".into();
-    assert!(matches!(emit_mlir(&[k], &syms(), &Target::Cpu), Err(CodegenError::BadSpec { .. })));
+    assert!(matches!(
+        emit_mlir(&[k], &syms(), &Target::Cpu),
+        Err(CodegenError::BadSpec { .. })
+    ));
     // A dim over a symbol the module does not pass.
-    let e = compile_cpu(std::slice::from_ref(&good), &["past".to_string()]).err().unwrap();
-    assert!(matches!(&e, CodegenError::UnknownSymbol { symbol, .. } if symbol == "seq"), "{e}");
+    let e = compile_cpu(std::slice::from_ref(&good), &["past".to_string()])
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, CodegenError::UnknownSymbol { symbol, .. } if symbol == "seq"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -94,7 +136,20 @@ fn emit_mlir_for_both_targets() {
         vec![g.add(Op::Binary(BinaryOp::Mul), &[x[0], x[1]]).unwrap()]
     });
     let cpu = emit_mlir(std::slice::from_ref(&k), &syms(), &Target::Cpu).unwrap();
-    assert!(cpu.contains("func.func @k0(") && cpu.contains("arith.mulf"), "{cpu}");
-    let gpu = emit_mlir(&[k], &syms(), &Target::Gpu { arch: GpuArch::Sm90 }).unwrap();
-    assert!(gpu.contains("gpu.func @k0(") && gpu.contains("gpu.block_id x"), "{gpu}");
+    assert!(
+        cpu.contains("func.func @k0(") && cpu.contains("arith.mulf"),
+        "{cpu}"
+    );
+    let gpu = emit_mlir(
+        &[k],
+        &syms(),
+        &Target::Gpu {
+            arch: GpuArch::Sm90,
+        },
+    )
+    .unwrap();
+    assert!(
+        gpu.contains("gpu.func @k0(") && gpu.contains("gpu.block_id x"),
+        "{gpu}"
+    );
 }

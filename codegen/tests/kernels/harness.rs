@@ -28,10 +28,15 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
+        Rng(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407))
     }
     pub fn next_u32(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) as u32
     }
     /// Uniform in [lo, hi).
@@ -128,7 +133,11 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     if got.dtype().is_float() {
         for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-            assert_eq!(a.is_nan(), b.is_nan(), "{what}: NaN mismatch at {i}: got {a}, want {b}");
+            assert_eq!(
+                a.is_nan(),
+                b.is_nan(),
+                "{what}: NaN mismatch at {i}: got {a}, want {b}"
+            );
             if a.is_infinite() || b.is_infinite() {
                 assert_eq!(a, b, "{what}: infinity mismatch at {i}");
             }
@@ -140,7 +149,10 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
             .map(|(a, b)| (*a, *b))
             .unzip();
         let e = rel_l2(&gf, &wf);
-        assert!(e <= tol, "{what}: rel L2 {e:e} > {tol:e}\n got {got:?}\nwant {want:?}");
+        assert!(
+            e <= tol,
+            "{what}: rel L2 {e:e} > {tol:e}\n got {got:?}\nwant {want:?}"
+        );
     } else {
         assert_eq!(g, w, "{what}: values differ");
     }

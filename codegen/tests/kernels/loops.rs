@@ -14,7 +14,11 @@ fn syms() -> Vec<String> {
 }
 
 fn seqs() -> Vec<Bindings> {
-    vec![bindings(&[("seq", 3)]), bindings(&[("seq", 1)]), bindings(&[("seq", 5)])]
+    vec![
+        bindings(&[("seq", 3)]),
+        bindings(&[("seq", 1)]),
+        bindings(&[("seq", 5)]),
+    ]
 }
 
 /// A loop kernel applying `f` to inputs of the given types.
@@ -42,9 +46,11 @@ pub fn unary_specs(d: DType) -> Vec<KernelSpec> {
         .iter()
         .filter(|u| **u != UnaryOp::Not)
         .map(|&u| {
-            loop_kernel(&format!("{}_{}", u.name(), d.name()), &[t.clone()], |g, x| {
-                vec![g.add(Op::Unary(u), &[x[0]]).unwrap()]
-            })
+            loop_kernel(
+                &format!("{}_{}", u.name(), d.name()),
+                std::slice::from_ref(&t),
+                |g, x| vec![g.add(Op::Unary(u), &[x[0]]).unwrap()],
+            )
         })
         .collect()
 }
@@ -83,7 +89,11 @@ fn unary_portable_math() {
     let vals: Vec<f64> = (0..4 * 37).map(|i| (i as f64 - 74.0) * 0.37).collect();
     let x = Tensor::from_f64(DType::F32, vec![4, 37], &vals).unwrap();
     for k in &ks[..ks.len() - 1] {
-        let tol = if k.name.starts_with("exp") { 1e-5 } else { 2e-6 };
+        let tol = if k.name.starts_with("exp") {
+            1e-5
+        } else {
+            2e-6
+        };
         check_on(&m, k, std::slice::from_ref(&x), &b, tol);
     }
 }
@@ -91,7 +101,15 @@ fn unary_portable_math() {
 #[test]
 fn binary_and_compare_all_dtypes() {
     let mut ks = Vec::new();
-    for d in [DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::I8, DType::U8] {
+    for d in [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I32,
+        DType::I64,
+        DType::I8,
+        DType::U8,
+    ] {
         let a = ty(d, &["seq", "1", "9"]);
         let b = ty(d, &["4", "9"]);
         for &op in BinaryOp::ALL {
@@ -103,37 +121,49 @@ fn binary_and_compare_all_dtypes() {
                 _ => true,
             };
             if ok {
-                ks.push(loop_kernel(&format!("{}_{}", op.name(), d.name()), &[a.clone(), b.clone()], |g, x| {
-                    vec![g.add(Op::Binary(op), &[x[0], x[1]]).unwrap()]
-                }));
+                ks.push(loop_kernel(
+                    &format!("{}_{}", op.name(), d.name()),
+                    &[a.clone(), b.clone()],
+                    |g, x| vec![g.add(Op::Binary(op), &[x[0], x[1]]).unwrap()],
+                ));
             }
         }
         for &c in CmpOp::ALL {
-            ks.push(loop_kernel(&format!("{}_{}", c.name(), d.name()), &[a.clone(), b.clone()], |g, x| {
-                vec![g.add(Op::Compare(c), &[x[0], x[1]]).unwrap()]
-            }));
+            ks.push(loop_kernel(
+                &format!("{}_{}", c.name(), d.name()),
+                &[a.clone(), b.clone()],
+                |g, x| vec![g.add(Op::Compare(c), &[x[0], x[1]]).unwrap()],
+            ));
         }
     }
     let bt = ty(DType::Bool, &["seq", "9"]);
     for &op in &[BinaryOp::And, BinaryOp::Or] {
-        ks.push(loop_kernel(&format!("{}_bool", op.name()), &[bt.clone(), bt.clone()], |g, x| {
-            vec![g.add(Op::Binary(op), &[x[0], x[1]]).unwrap()]
-        }));
+        ks.push(loop_kernel(
+            &format!("{}_bool", op.name()),
+            &[bt.clone(), bt.clone()],
+            |g, x| vec![g.add(Op::Binary(op), &[x[0], x[1]]).unwrap()],
+        ));
     }
     for &c in CmpOp::ALL {
-        ks.push(loop_kernel(&format!("{}_bool", c.name()), &[bt.clone(), bt.clone()], |g, x| {
-            vec![g.add(Op::Compare(c), &[x[0], x[1]]).unwrap()]
-        }));
+        ks.push(loop_kernel(
+            &format!("{}_bool", c.name()),
+            &[bt.clone(), bt.clone()],
+            |g, x| vec![g.add(Op::Compare(c), &[x[0], x[1]]).unwrap()],
+        ));
     }
-    ks.push(loop_kernel("not_bool", &[bt.clone()], |g, x| {
-        vec![g.add(Op::Unary(UnaryOp::Not), &[x[0]]).unwrap()]
-    }));
+    ks.push(loop_kernel(
+        "not_bool",
+        std::slice::from_ref(&bt),
+        |g, x| vec![g.add(Op::Unary(UnaryOp::Not), &[x[0]]).unwrap()],
+    ));
     for d in [DType::I32, DType::I64, DType::I8] {
         let t = ty(d, &["seq", "9"]);
         for u in [UnaryOp::Neg, UnaryOp::Abs] {
-            ks.push(loop_kernel(&format!("{}_{}", u.name(), d.name()), &[t.clone()], |g, x| {
-                vec![g.add(Op::Unary(u), &[x[0]]).unwrap()]
-            }));
+            ks.push(loop_kernel(
+                &format!("{}_{}", u.name(), d.name()),
+                std::slice::from_ref(&t),
+                |g, x| vec![g.add(Op::Unary(u), &[x[0]]).unwrap()],
+            ));
         }
     }
     let m = compile_cpu(&ks, &syms()).unwrap_or_else(|e| panic!("{e}"));
@@ -147,17 +177,35 @@ fn integer_division_truncates() {
     let mut ks = Vec::new();
     for d in [DType::I32, DType::I64, DType::I8, DType::U8] {
         let t = ty(d, &["seq", "8"]);
-        ks.push(loop_kernel(&format!("div_{}", d.name()), &[t.clone(), t.clone()], |g, x| {
-            vec![g.add(Op::Binary(BinaryOp::Div), &[x[0], x[1]]).unwrap()]
-        }));
+        ks.push(loop_kernel(
+            &format!("div_{}", d.name()),
+            &[t.clone(), t.clone()],
+            |g, x| vec![g.add(Op::Binary(BinaryOp::Div), &[x[0], x[1]]).unwrap()],
+        ));
     }
     let m = compile_cpu(&ks, &syms()).unwrap_or_else(|e| panic!("{e}"));
     let b = bindings(&[("seq", 2)]);
     for k in &ks {
         let d = k.operand_types[0].dtype;
         let signed = d != DType::U8;
-        let num: Vec<f64> = (0..16).map(|i| if signed { i as f64 * 7.0 - 50.0 } else { i as f64 * 13.0 }).collect();
-        let den: Vec<f64> = (0..16).map(|i| if signed && i % 3 == 0 { -(i as f64 % 5.0) - 1.0 } else { (i % 7) as f64 + 1.0 }).collect();
+        let num: Vec<f64> = (0..16)
+            .map(|i| {
+                if signed {
+                    i as f64 * 7.0 - 50.0
+                } else {
+                    i as f64 * 13.0
+                }
+            })
+            .collect();
+        let den: Vec<f64> = (0..16)
+            .map(|i| {
+                if signed && i % 3 == 0 {
+                    -(i as f64 % 5.0) - 1.0
+                } else {
+                    (i % 7) as f64 + 1.0
+                }
+            })
+            .collect();
         let xs = [
             Tensor::from_f64(d, vec![2, 8], &num).unwrap(),
             Tensor::from_f64(d, vec![2, 8], &den).unwrap(),
@@ -172,22 +220,28 @@ fn select_and_casts() {
     let c = ty(DType::Bool, &["seq", "1"]);
     let a = ty(DType::F32, &["seq", "11"]);
     let b = ty(DType::F32, &["11"]);
-    ks.push(loop_kernel("select_f32", &[c.clone(), a.clone(), b.clone()], |g, x| {
-        vec![g.add(Op::Select, &[x[0], x[1], x[2]]).unwrap()]
-    }));
+    ks.push(loop_kernel(
+        "select_f32",
+        &[c.clone(), a.clone(), b.clone()],
+        |g, x| vec![g.add(Op::Select, &[x[0], x[1], x[2]]).unwrap()],
+    ));
     let ci = ty(DType::I64, &["seq", "11"]);
-    ks.push(loop_kernel("select_i64", &[c.clone(), ci.clone(), ci.clone()], |g, x| {
-        vec![g.add(Op::Select, &[x[0], x[1], x[2]]).unwrap()]
-    }));
+    ks.push(loop_kernel(
+        "select_i64",
+        &[c.clone(), ci.clone(), ci.clone()],
+        |g, x| vec![g.add(Op::Select, &[x[0], x[1], x[2]]).unwrap()],
+    ));
     for from in DType::ALL {
         for to in DType::ALL {
             if from == to {
                 continue;
             }
             let t = ty(from, &["seq", "13"]);
-            ks.push(loop_kernel(&format!("cast_{}_{}", from.name(), to.name()), &[t], |g, x| {
-                vec![g.add(Op::Cast(to), &[x[0]]).unwrap()]
-            }));
+            ks.push(loop_kernel(
+                &format!("cast_{}_{}", from.name(), to.name()),
+                &[t],
+                |g, x| vec![g.add(Op::Cast(to), &[x[0]]).unwrap()],
+            ));
         }
     }
     let m = compile_cpu(&ks, &syms()).unwrap_or_else(|e| panic!("{e}"));
@@ -196,7 +250,19 @@ fn select_and_casts() {
     }
     // Saturation, NaN and truncation toward zero of float -> int casts.
     let special = [
-        -1e10, 1e10, 300.7, -300.2, f64::NAN, 2.7, -2.7, 0.5, -0.5, 127.9, 128.5, 255.5, 256.2,
+        -1e10,
+        1e10,
+        300.7,
+        -300.2,
+        f64::NAN,
+        2.7,
+        -2.7,
+        0.5,
+        -0.5,
+        127.9,
+        128.5,
+        255.5,
+        256.2,
     ];
     let b = bindings(&[("seq", 1)]);
     for k in ks.iter().filter(|k| k.name.starts_with("cast_f32_")) {
@@ -211,39 +277,150 @@ fn broadcast_and_data_movement() {
     let f = DType::F32;
     // Explicit broadcast and a scalar constant.
     ks.push(loop_kernel("bcast", &[ty(f, &["5", "1"])], |g, x| {
-        let b = g.add(Op::Broadcast { shape: vec!["seq".into(), 5.into(), 6.into()] }, &[x[0]]).unwrap();
+        let b = g
+            .add(
+                Op::Broadcast {
+                    shape: vec!["seq".into(), 5.into(), 6.into()],
+                },
+                &[x[0]],
+            )
+            .unwrap();
         let c = g.add(Op::Const(Literal::scalar(f, 0.25)), &[]).unwrap();
         vec![g.add(Op::Binary(BinaryOp::Mul), &[b, c]).unwrap()]
     }));
     // Permute then add: [seq, 4, 6] -> [6, seq, 4].
-    ks.push(loop_kernel("permute", &[ty(f, &["seq", "4", "6"]), ty(f, &["6", "seq", "4"])], |g, x| {
-        let p = g.add(Op::Permute { perm: vec![2, 0, 1] }, &[x[0]]).unwrap();
-        vec![g.add(Op::Binary(BinaryOp::Sub), &[p, x[1]]).unwrap()]
-    }));
+    ks.push(loop_kernel(
+        "permute",
+        &[ty(f, &["seq", "4", "6"]), ty(f, &["6", "seq", "4"])],
+        |g, x| {
+            let p = g
+                .add(
+                    Op::Permute {
+                        perm: vec![2, 0, 1],
+                    },
+                    &[x[0]],
+                )
+                .unwrap();
+            vec![g.add(Op::Binary(BinaryOp::Sub), &[p, x[1]]).unwrap()]
+        },
+    ));
     // Reshapes: merge, split and a middle regroup.
-    ks.push(loop_kernel("reshape", &[ty(f, &["seq", "4", "6"])], |g, x| {
-        let a = g.add(Op::Reshape { shape: vec!["seq".into(), 24.into()] }, &[x[0]]).unwrap();
-        let b = g.add(Op::Reshape { shape: vec!["seq".into(), 3.into(), 8.into()] }, &[a]).unwrap();
-        let c = g.add(Op::Reshape { shape: vec![Dim::from("seq").scale(4), 6.into()] }, &[x[0]]).unwrap();
-        let c = g.add(Op::Reshape { shape: vec!["seq".into(), 3.into(), 8.into()] }, &[c]).unwrap();
-        vec![g.add(Op::Binary(BinaryOp::Add), &[b, c]).unwrap()]
-    }));
-    ks.push(loop_kernel("reshape_merge", &[ty(f, &["seq", "4", "6"])], |g, x| {
-        vec![g.add(Op::Reshape { shape: vec!["seq".into(), 24.into()] }, &[x[0]]).unwrap()]
-    }));
+    ks.push(loop_kernel(
+        "reshape",
+        &[ty(f, &["seq", "4", "6"])],
+        |g, x| {
+            let a = g
+                .add(
+                    Op::Reshape {
+                        shape: vec!["seq".into(), 24.into()],
+                    },
+                    &[x[0]],
+                )
+                .unwrap();
+            let b = g
+                .add(
+                    Op::Reshape {
+                        shape: vec!["seq".into(), 3.into(), 8.into()],
+                    },
+                    &[a],
+                )
+                .unwrap();
+            let c = g
+                .add(
+                    Op::Reshape {
+                        shape: vec![Dim::from("seq").scale(4), 6.into()],
+                    },
+                    &[x[0]],
+                )
+                .unwrap();
+            let c = g
+                .add(
+                    Op::Reshape {
+                        shape: vec!["seq".into(), 3.into(), 8.into()],
+                    },
+                    &[c],
+                )
+                .unwrap();
+            vec![g.add(Op::Binary(BinaryOp::Add), &[b, c]).unwrap()]
+        },
+    ));
+    ks.push(loop_kernel(
+        "reshape_merge",
+        &[ty(f, &["seq", "4", "6"])],
+        |g, x| {
+            vec![g
+                .add(
+                    Op::Reshape {
+                        shape: vec!["seq".into(), 24.into()],
+                    },
+                    &[x[0]],
+                )
+                .unwrap()]
+        },
+    ));
     // Slice with symbolic bounds, then pad back.
-    ks.push(loop_kernel("slice_pad", &[ty(f, &["seq", "10"])], |g, x| {
-        let s = g.add(Op::Slice { axis: 1, start: 2.into(), end: 7.into() }, &[x[0]]).unwrap();
-        let p = g.add(Op::Pad { axis: 1, low: 3.into(), high: 2.into(), value: F64Bits(-1.5) }, &[s]).unwrap();
-        let s2 = g.add(Op::Slice { axis: 0, start: 1.into(), end: "seq".into() }, &[x[0]]).unwrap();
-        let p2 = g.add(Op::Pad { axis: 0, low: 0.into(), high: 1.into(), value: F64Bits(7.0) }, &[s2]).unwrap();
-        vec![p, p2]
-    }));
+    ks.push(loop_kernel(
+        "slice_pad",
+        &[ty(f, &["seq", "10"])],
+        |g, x| {
+            let s = g
+                .add(
+                    Op::Slice {
+                        axis: 1,
+                        start: 2.into(),
+                        end: 7.into(),
+                    },
+                    &[x[0]],
+                )
+                .unwrap();
+            let p = g
+                .add(
+                    Op::Pad {
+                        axis: 1,
+                        low: 3.into(),
+                        high: 2.into(),
+                        value: F64Bits(-1.5),
+                    },
+                    &[s],
+                )
+                .unwrap();
+            let s2 = g
+                .add(
+                    Op::Slice {
+                        axis: 0,
+                        start: 1.into(),
+                        end: "seq".into(),
+                    },
+                    &[x[0]],
+                )
+                .unwrap();
+            let p2 = g
+                .add(
+                    Op::Pad {
+                        axis: 0,
+                        low: 0.into(),
+                        high: 1.into(),
+                        value: F64Bits(7.0),
+                    },
+                    &[s2],
+                )
+                .unwrap();
+            vec![p, p2]
+        },
+    ));
     // Concat of three along a middle axis with a symbolic part.
-    ks.push(loop_kernel("concat", &[ty(f, &["2", "seq", "3"]), ty(f, &["2", "1", "3"]), ty(f, &["2", "seq", "3"])], |g, x| {
-        let n = g.add(Op::Unary(UnaryOp::Neg), &[x[2]]).unwrap();
-        vec![g.add(Op::Concat { axis: 1 }, &[x[0], x[1], n]).unwrap()]
-    }));
+    ks.push(loop_kernel(
+        "concat",
+        &[
+            ty(f, &["2", "seq", "3"]),
+            ty(f, &["2", "1", "3"]),
+            ty(f, &["2", "seq", "3"]),
+        ],
+        |g, x| {
+            let n = g.add(Op::Unary(UnaryOp::Neg), &[x[2]]).unwrap();
+            vec![g.add(Op::Concat { axis: 1 }, &[x[0], x[1], n]).unwrap()]
+        },
+    ));
     // Gather rows of a table by i32 and i64 indices, along both axes.
     let table = ty(f, &["10", "8"]);
     let gathers = [
@@ -257,8 +434,24 @@ fn broadcast_and_data_movement() {
         }));
     }
     ks.push(loop_kernel("iota", &[ty(f, &["seq", "5"])], |g, x| {
-        let i = g.add(Op::Iota { ty: ty(f, &["seq", "5"]), axis: 0 }, &[]).unwrap();
-        let j = g.add(Op::Iota { ty: ty(DType::I32, &["seq", "5"]), axis: 1 }, &[]).unwrap();
+        let i = g
+            .add(
+                Op::Iota {
+                    ty: ty(f, &["seq", "5"]),
+                    axis: 0,
+                },
+                &[],
+            )
+            .unwrap();
+        let j = g
+            .add(
+                Op::Iota {
+                    ty: ty(DType::I32, &["seq", "5"]),
+                    axis: 1,
+                },
+                &[],
+            )
+            .unwrap();
         let jf = g.add(Op::Cast(f), &[j]).unwrap();
         let s = g.add(Op::Binary(BinaryOp::Add), &[i, jf]).unwrap();
         vec![g.add(Op::Binary(BinaryOp::Mul), &[s, x[0]]).unwrap(), j]
@@ -308,7 +501,11 @@ fn long_rows_span_blocks() {
         vec![g.add(Op::Unary(UnaryOp::Silu), &[s]).unwrap()]
     });
     let m = compile_cpu(std::slice::from_ref(&k), &syms()).unwrap_or_else(|e| panic!("{e}"));
-    let bs = [bindings(&[("seq", 10000)]), bindings(&[("seq", 4096)]), bindings(&[("seq", 1)])];
+    let bs = [
+        bindings(&[("seq", 10000)]),
+        bindings(&[("seq", 4096)]),
+        bindings(&[("seq", 1)]),
+    ];
     for b in &bs {
         assert_eq!(
             m.launches()[0].grid.num_blocks(b).unwrap(),
@@ -317,4 +514,3 @@ fn long_rows_span_blocks() {
     }
     check(&m, &k, &bs, 1e-6, 77);
 }
-

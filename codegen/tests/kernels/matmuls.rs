@@ -21,14 +21,27 @@ fn matmul_sizes_batches_dtypes() {
         // Symbolic k and n.
         mm("mm_sym", DType::F32, &["9", "seq"], &["seq", "seq"]),
         // Batch broadcasting: [2,1,seq,16] x [3,16,40] -> [2,3,seq,40].
-        mm("mm_batch", DType::F32, &["2", "1", "seq", "16"], &["3", "16", "40"]),
+        mm(
+            "mm_batch",
+            DType::F32,
+            &["2", "1", "seq", "16"],
+            &["3", "16", "40"],
+        ),
         mm("mm_batch_b", DType::F32, &["seq", "8"], &["4", "8", "32"]),
         mm("mm_f16", DType::F16, &["seq", "24"], &["24", "33"]),
-        mm("mm_bf16", DType::BF16, &["2", "seq", "8"], &["2", "8", "17"]),
+        mm(
+            "mm_bf16",
+            DType::BF16,
+            &["2", "seq", "8"],
+            &["2", "8", "17"],
+        ),
         mm("mm_i32", DType::I32, &["seq", "12"], &["12", "10"]),
     ];
     let m = compile_cpu(&ks, &["seq".to_string()]).unwrap_or_else(|e| panic!("{e}"));
-    let bs: Vec<Bindings> = [1, 7, 33, 65].iter().map(|&s| bindings(&[("seq", s)])).collect();
+    let bs: Vec<Bindings> = [1, 7, 33, 65]
+        .iter()
+        .map(|&s| bindings(&[("seq", s)]))
+        .collect();
     for (i, k) in ks.iter().enumerate() {
         let tol = match k.operand_types[0].dtype {
             DType::F16 | DType::BF16 => 1e-2,

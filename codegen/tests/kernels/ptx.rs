@@ -19,23 +19,40 @@ fn find_ptxas() -> Option<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     if let Ok(entries) = std::fs::read_dir(root.join(".venv-ptxas/lib")) {
         for e in entries.flatten() {
-            let p = e
-                .path()
-                .join("site-packages/nvidia/cuda_nvcc/bin/ptxas");
+            let p = e.path().join("site-packages/nvidia/cuda_nvcc/bin/ptxas");
             if e.file_name().to_string_lossy().starts_with("python3") && p.is_file() {
                 return Some(p);
             }
         }
     }
     let on_path = Command::new("ptxas").arg("--version").output();
-    on_path.ok().filter(|o| o.status.success()).map(|_| "ptxas".into())
+    on_path
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "ptxas".into())
 }
 
 fn kernel_set() -> Vec<KernelSpec> {
     let mut ks = unary_specs(DType::F32);
-    ks.extend(unary_specs(DType::F16).into_iter().filter(|k| k.name.starts_with("exp") || k.name.starts_with("gelu")));
-    ks.extend(unary_specs(DType::BF16).into_iter().filter(|k| k.name.starts_with("silu")));
-    for d in [DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::I8, DType::U8] {
+    ks.extend(
+        unary_specs(DType::F16)
+            .into_iter()
+            .filter(|k| k.name.starts_with("exp") || k.name.starts_with("gelu")),
+    );
+    ks.extend(
+        unary_specs(DType::BF16)
+            .into_iter()
+            .filter(|k| k.name.starts_with("silu")),
+    );
+    for d in [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I32,
+        DType::I64,
+        DType::I8,
+        DType::U8,
+    ] {
         let (a, b) = (ty(d, &["seq", "1", "9"]), ty(d, &["4", "9"]));
         let ops: &[BinaryOp] = if d.is_float() {
             &[BinaryOp::Add, BinaryOp::Div, BinaryOp::Max, BinaryOp::Pow]
@@ -43,49 +60,132 @@ fn kernel_set() -> Vec<KernelSpec> {
             &[BinaryOp::Mul, BinaryOp::Div, BinaryOp::Min]
         };
         for &op in ops {
-            ks.push(loop_kernel(&format!("{}_{}", op.name(), d.name()), &[a.clone(), b.clone()], |g, x| {
-                vec![g.add(Op::Binary(op), &[x[0], x[1]]).unwrap()]
-            }));
+            ks.push(loop_kernel(
+                &format!("{}_{}", op.name(), d.name()),
+                &[a.clone(), b.clone()],
+                |g, x| vec![g.add(Op::Binary(op), &[x[0], x[1]]).unwrap()],
+            ));
         }
-        ks.push(loop_kernel(&format!("lt_{}", d.name()), &[a.clone(), b.clone()], |g, x| {
-            vec![g.add(Op::Compare(CmpOp::Lt), &[x[0], x[1]]).unwrap()]
-        }));
+        ks.push(loop_kernel(
+            &format!("lt_{}", d.name()),
+            &[a.clone(), b.clone()],
+            |g, x| vec![g.add(Op::Compare(CmpOp::Lt), &[x[0], x[1]]).unwrap()],
+        ));
         for to in [DType::F32, DType::F16, DType::I32, DType::U8, DType::Bool] {
             if to != d {
-                ks.push(loop_kernel(&format!("cast_{}_{}", d.name(), to.name()), &[a.clone()], |g, x| {
-                    vec![g.add(Op::Cast(to), &[x[0]]).unwrap()]
-                }));
+                ks.push(loop_kernel(
+                    &format!("cast_{}_{}", d.name(), to.name()),
+                    std::slice::from_ref(&a),
+                    |g, x| vec![g.add(Op::Cast(to), &[x[0]]).unwrap()],
+                ));
             }
         }
     }
     let f = DType::F32;
-    ks.push(loop_kernel("movement", &[ty(f, &["2", "seq", "3"]), ty(f, &["10", "3"]), ty(DType::I32, &["2", "seq"])], |g, x| {
-        let p = g.add(Op::Permute { perm: vec![1, 0, 2] }, &[x[0]]).unwrap();
-        let r = g.add(Op::Reshape { shape: vec!["seq".into(), 6.into()] }, &[p]).unwrap();
-        let s = g.add(Op::Slice { axis: 1, start: 1.into(), end: 4.into() }, &[r]).unwrap();
-        let pd = g.add(Op::Pad { axis: 1, low: 1.into(), high: 2.into(), value: F64Bits(0.0) }, &[s]).unwrap();
-        let ga = g.add(Op::Gather { axis: 0 }, &[x[1], x[2]]).unwrap();
-        let ga = g.add(Op::Reshape { shape: vec![2.into(), "seq".into(), 3.into()] }, &[ga]).unwrap();
-        let gp = g.add(Op::Permute { perm: vec![1, 0, 2] }, &[ga]).unwrap();
-        let gr = g.add(Op::Reshape { shape: vec!["seq".into(), 6.into()] }, &[gp]).unwrap();
-        let c = g.add(Op::Concat { axis: 1 }, &[pd, gr]).unwrap();
-        let i = g.add(Op::Iota { ty: ty(f, &["seq", "12"]), axis: 1 }, &[]).unwrap();
-        vec![g.add(Op::Binary(BinaryOp::Add), &[c, i]).unwrap()]
-    }));
+    ks.push(loop_kernel(
+        "movement",
+        &[
+            ty(f, &["2", "seq", "3"]),
+            ty(f, &["10", "3"]),
+            ty(DType::I32, &["2", "seq"]),
+        ],
+        |g, x| {
+            let p = g
+                .add(
+                    Op::Permute {
+                        perm: vec![1, 0, 2],
+                    },
+                    &[x[0]],
+                )
+                .unwrap();
+            let r = g
+                .add(
+                    Op::Reshape {
+                        shape: vec!["seq".into(), 6.into()],
+                    },
+                    &[p],
+                )
+                .unwrap();
+            let s = g
+                .add(
+                    Op::Slice {
+                        axis: 1,
+                        start: 1.into(),
+                        end: 4.into(),
+                    },
+                    &[r],
+                )
+                .unwrap();
+            let pd = g
+                .add(
+                    Op::Pad {
+                        axis: 1,
+                        low: 1.into(),
+                        high: 2.into(),
+                        value: F64Bits(0.0),
+                    },
+                    &[s],
+                )
+                .unwrap();
+            let ga = g.add(Op::Gather { axis: 0 }, &[x[1], x[2]]).unwrap();
+            let ga = g
+                .add(
+                    Op::Reshape {
+                        shape: vec![2.into(), "seq".into(), 3.into()],
+                    },
+                    &[ga],
+                )
+                .unwrap();
+            let gp = g
+                .add(
+                    Op::Permute {
+                        perm: vec![1, 0, 2],
+                    },
+                    &[ga],
+                )
+                .unwrap();
+            let gr = g
+                .add(
+                    Op::Reshape {
+                        shape: vec!["seq".into(), 6.into()],
+                    },
+                    &[gp],
+                )
+                .unwrap();
+            let c = g.add(Op::Concat { axis: 1 }, &[pd, gr]).unwrap();
+            let i = g
+                .add(
+                    Op::Iota {
+                        ty: ty(f, &["seq", "12"]),
+                        axis: 1,
+                    },
+                    &[],
+                )
+                .unwrap();
+            vec![g.add(Op::Binary(BinaryOp::Add), &[c, i]).unwrap()]
+        },
+    ));
     ks.push(softmax("softmax", f, &["seq", "4", "33"]));
     ks.push(softmax("softmax_f16", DType::F16, &["seq", "65"]));
     ks.push(rmsnorm("rmsnorm_bf16", DType::BF16, "64"));
     ks.push(layernorm("layernorm", "96"));
     for d in [DType::I64, DType::I8, DType::I32] {
-        ks.push(row_kernel(&format!("sum_{}", d.name()), &[ty(d, &["seq", "9"])], |g, x| {
-            vec![reduce(g, ReduceOp::Sum, x[0], &[1], false)]
-        }));
+        ks.push(row_kernel(
+            &format!("sum_{}", d.name()),
+            &[ty(d, &["seq", "9"])],
+            |g, x| vec![reduce(g, ReduceOp::Sum, x[0], &[1], false)],
+        ));
     }
     ks.push(row_kernel("min_all", &[ty(f, &["seq", "3"])], |g, x| {
         vec![reduce(g, ReduceOp::Min, x[0], &[0, 1], false)]
     }));
     ks.push(mm("mm", f, &["seq", "65"], &["65", "64"]));
-    ks.push(mm("mm_batch", f, &["2", "1", "seq", "16"], &["3", "16", "40"]));
+    ks.push(mm(
+        "mm_batch",
+        f,
+        &["2", "1", "seq", "16"],
+        &["3", "16", "40"],
+    ));
     ks.push(mm("mm_f16", DType::F16, &["seq", "24"], &["24", "33"]));
     ks.push(mm("mm_bf16", DType::BF16, &["seq", "24"], &["24", "33"]));
     ks.push(mm("mm_i32", DType::I32, &["seq", "12"], &["12", "10"]));
@@ -98,7 +198,12 @@ fn summarize(stderr: &str) -> String {
     let mut name = String::new();
     for line in stderr.lines() {
         if let Some(i) = line.find("Compiling entry function '") {
-            name = line[i + 26..].trim_end_matches(|c| c == '\'' || c == ' ').split('\'').next().unwrap_or("").to_string();
+            name = line[i + 26..]
+                .trim_end_matches(['\'', ' '])
+                .split('\'')
+                .next()
+                .unwrap_or("")
+                .to_string();
         }
         if let Some(i) = line.find("Used ") {
             out.push(format!("{name}: {}", &line[i..]));
@@ -128,11 +233,16 @@ fn ptx_assembles_for_sm90_and_sm80() {
     std::fs::create_dir_all(&dir).unwrap();
     for arch in [GpuArch::Sm90, GpuArch::Sm80] {
         let t0 = std::time::Instant::now();
-        let m = compile_ptx(&ks, &["seq".to_string()], arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let m =
+            compile_ptx(&ks, &["seq".to_string()], arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
         println!("{arch}: {} kernels to PTX in {:?}", ks.len(), t0.elapsed());
         assert!(!m.ptx.contains("__nv_"), "{arch}: PTX calls libdevice");
         for k in &ks {
-            assert!(m.ptx.contains(&format!(".entry {}(", k.name)), "{arch}: no entry for {}", k.name);
+            assert!(
+                m.ptx.contains(&format!(".entry {}(", k.name)),
+                "{arch}: no entry for {}",
+                k.name
+            );
         }
         assert_eq!(m.launches.len(), ks.len());
         let path = dir.join(format!("kernels_{}.ptx", arch.name()));
@@ -147,7 +257,11 @@ fn ptx_assembles_for_sm90_and_sm80() {
             .output()
             .expect("ptxas runs");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{arch}: ptxas failed on {}:\n{stderr}", path.display());
+        assert!(
+            out.status.success(),
+            "{arch}: ptxas failed on {}:\n{stderr}",
+            path.display()
+        );
         println!("{arch} ptxas -v:\n{}", summarize(&stderr));
     }
     std::fs::remove_dir_all(&dir).ok();

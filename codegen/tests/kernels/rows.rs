@@ -9,7 +9,11 @@ use kiln_ir::{
 };
 
 fn seqs() -> Vec<Bindings> {
-    vec![bindings(&[("seq", 4)]), bindings(&[("seq", 1)]), bindings(&[("seq", 7)])]
+    vec![
+        bindings(&[("seq", 4)]),
+        bindings(&[("seq", 1)]),
+        bindings(&[("seq", 7)]),
+    ]
 }
 
 pub fn row_kernel(
@@ -31,7 +35,15 @@ pub fn row_kernel(
 }
 
 pub fn reduce(g: &mut Graph, op: ReduceOp, x: Value, axes: &[usize], keep: bool) -> Value {
-    g.add(Op::Reduce { op, axes: axes.to_vec(), keep_dims: keep }, &[x]).unwrap()
+    g.add(
+        Op::Reduce {
+            op,
+            axes: axes.to_vec(),
+            keep_dims: keep,
+        },
+        &[x],
+    )
+    .unwrap()
 }
 
 fn bin(g: &mut Graph, op: BinaryOp, a: Value, b: Value) -> Value {
@@ -71,20 +83,24 @@ pub fn rmsnorm(name: &str, d: DType, n: &str) -> KernelSpec {
 
 pub fn layernorm(name: &str, n: &str) -> KernelSpec {
     let d = DType::F32;
-    row_kernel(name, &[ty(d, &["seq", n]), ty(d, &[n]), ty(d, &[n])], |g, x| {
-        let mu = reduce(g, ReduceOp::Mean, x[0], &[1], true);
-        let c = bin(g, BinaryOp::Sub, x[0], mu);
-        let c2 = bin(g, BinaryOp::Mul, c, c);
-        let var = reduce(g, ReduceOp::Mean, c2, &[1], true);
-        let eps = scalar(g, d, 1e-5);
-        let v = bin(g, BinaryOp::Add, var, eps);
-        let r = un(g, UnaryOp::Rsqrt, v);
-        let y = bin(g, BinaryOp::Mul, c, r);
-        let y = bin(g, BinaryOp::Mul, y, x[1]);
-        // Two results: the normalized rows and the per-row mean.
-        let mu_flat = reduce(g, ReduceOp::Mean, x[0], &[1], false);
-        vec![bin(g, BinaryOp::Add, y, x[2]), mu_flat]
-    })
+    row_kernel(
+        name,
+        &[ty(d, &["seq", n]), ty(d, &[n]), ty(d, &[n])],
+        |g, x| {
+            let mu = reduce(g, ReduceOp::Mean, x[0], &[1], true);
+            let c = bin(g, BinaryOp::Sub, x[0], mu);
+            let c2 = bin(g, BinaryOp::Mul, c, c);
+            let var = reduce(g, ReduceOp::Mean, c2, &[1], true);
+            let eps = scalar(g, d, 1e-5);
+            let v = bin(g, BinaryOp::Add, var, eps);
+            let r = un(g, UnaryOp::Rsqrt, v);
+            let y = bin(g, BinaryOp::Mul, c, r);
+            let y = bin(g, BinaryOp::Mul, y, x[1]);
+            // Two results: the normalized rows and the per-row mean.
+            let mu_flat = reduce(g, ReduceOp::Mean, x[0], &[1], false);
+            vec![bin(g, BinaryOp::Add, y, x[2]), mu_flat]
+        },
+    )
 }
 
 #[test]
@@ -100,29 +116,55 @@ fn softmax_norms_and_reductions() {
     ];
     // Plain reductions over two trailing axes, and over everything.
     for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::Mean] {
-        ks.push(row_kernel(&format!("{}_2d", op.name()), &[ty(DType::F32, &["seq", "5", "7"])], |g, x| {
-            vec![reduce(g, op, x[0], &[1, 2], false)]
-        }));
-        ks.push(row_kernel(&format!("{}_all", op.name()), &[ty(DType::F32, &["seq", "3"])], |g, x| {
-            vec![reduce(g, op, x[0], &[0, 1], false)]
-        }));
+        ks.push(row_kernel(
+            &format!("{}_2d", op.name()),
+            &[ty(DType::F32, &["seq", "5", "7"])],
+            |g, x| vec![reduce(g, op, x[0], &[1, 2], false)],
+        ));
+        ks.push(row_kernel(
+            &format!("{}_all", op.name()),
+            &[ty(DType::F32, &["seq", "3"])],
+            |g, x| vec![reduce(g, op, x[0], &[0, 1], false)],
+        ));
     }
     for d in [DType::I32, DType::I64, DType::U8, DType::I8] {
         for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
-            ks.push(row_kernel(&format!("{}_{}", op.name(), d.name()), &[ty(d, &["seq", "9"])], |g, x| {
-                vec![reduce(g, op, x[0], &[1], true)]
-            }));
+            ks.push(row_kernel(
+                &format!("{}_{}", op.name(), d.name()),
+                &[ty(d, &["seq", "9"])],
+                |g, x| vec![reduce(g, op, x[0], &[1], true)],
+            ));
         }
     }
     // A reduction of a data-movement prologue (a slice and a broadcast input),
     // with a broadcast epilogue.
-    ks.push(row_kernel("prologue_epilogue", &[ty(DType::F32, &["seq", "12"]), ty(DType::F32, &["1", "8"])], |g, x| {
-        let s = g.add(Op::Slice { axis: 1, start: 2.into(), end: 10.into() }, &[x[0]]).unwrap();
-        let p = bin(g, BinaryOp::Mul, s, x[1]);
-        let t = reduce(g, ReduceOp::Sum, p, &[1], true);
-        let b = g.add(Op::Broadcast { shape: vec!["seq".into(), 8.into()] }, &[t]).unwrap();
-        vec![bin(g, BinaryOp::Sub, s, b)]
-    }));
+    ks.push(row_kernel(
+        "prologue_epilogue",
+        &[ty(DType::F32, &["seq", "12"]), ty(DType::F32, &["1", "8"])],
+        |g, x| {
+            let s = g
+                .add(
+                    Op::Slice {
+                        axis: 1,
+                        start: 2.into(),
+                        end: 10.into(),
+                    },
+                    &[x[0]],
+                )
+                .unwrap();
+            let p = bin(g, BinaryOp::Mul, s, x[1]);
+            let t = reduce(g, ReduceOp::Sum, p, &[1], true);
+            let b = g
+                .add(
+                    Op::Broadcast {
+                        shape: vec!["seq".into(), 8.into()],
+                    },
+                    &[t],
+                )
+                .unwrap();
+            vec![bin(g, BinaryOp::Sub, s, b)]
+        },
+    ));
     let m = compile_cpu(&ks, &["seq".to_string()]).unwrap_or_else(|e| panic!("{e}"));
     for (i, k) in ks.iter().enumerate() {
         let tol = match k.operand_types[0].dtype {
