@@ -38,7 +38,6 @@ pub use target::{GpuArch, Target};
 
 use kiln_ir::kernel::KernelLaunch;
 use kiln_ir::{Op, TensorType};
-use std::collections::HashMap;
 
 /// One kernel to compile: a kernel-level op (`fused` or `matmul`) with the
 /// types of its operands and results. The compiled function is named `name`.
@@ -161,9 +160,4 @@ pub fn compile_ptx(
         ptx,
         launches: e.launches,
     })
-}
-
-/// Launch information by kernel name (a convenience for executors).
-pub fn launches_by_name(launches: &[KernelLaunch]) -> HashMap<&str, &KernelLaunch> {
-    launches.iter().map(|l| (l.name.as_str(), l)).collect()
 }

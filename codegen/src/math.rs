@@ -79,11 +79,65 @@ impl Math {
 
     pub fn exp(&self, b: &mut Builder, x: V) -> V {
         if self.libm() {
-            return self.math_op(b, "exp", x);
+            return self.exp_poly(b, x);
         }
         let l = b.cf(Ty::F32, LOG2_E);
         let t = b.fbin("mulf", x, l);
         self.prim(b, Prim::Ex2, t)
+    }
+
+    /// `e^x` without a libm call, so loops over it vectorize (libm's `expf`
+    /// is a scalar call per element): `x = n·ln2 + r` with a two-part ln 2,
+    /// Cephes' degree-6 polynomial for `e^r` on |r| ≤ ln2/2 (about 1 ulp),
+    /// and `2^n` applied in two halves so results reach the subnormal range
+    /// and overflow to inf exactly where `expf` does.
+    fn exp_poly(&self, b: &mut Builder, x: V) -> V {
+        let lo = b.cf(Ty::F32, -104.0);
+        let hi = b.cf(Ty::F32, 89.0);
+        let xc = b.fbin("maxnumf", x, lo);
+        let xc = b.fbin("minnumf", xc, hi);
+        let l2e = b.cf(Ty::F32, LOG2_E);
+        let half = b.cf(Ty::F32, 0.5);
+        let t = b.fbin("mulf", xc, l2e);
+        let t = b.fbin("addf", t, half);
+        let n = self.floor(b, t);
+        let (c1, c2) = (b.cf(Ty::F32, 0.693359375), b.cf(Ty::F32, -2.12194440e-4));
+        let a = b.fbin("mulf", n, c1);
+        let r = b.fbin("subf", xc, a);
+        let a = b.fbin("mulf", n, c2);
+        let r = b.fbin("subf", r, a);
+        let p = horner(
+            b,
+            r,
+            &[
+                1.9875691500e-4,
+                1.3981999507e-3,
+                8.3334519073e-3,
+                4.1665795894e-2,
+                1.6666665459e-1,
+                5.0000001201e-1,
+            ],
+        );
+        let r2 = b.fbin("mulf", r, r);
+        let p = b.fbin("mulf", p, r2);
+        let p = b.fbin("addf", p, r);
+        let one = b.cf(Ty::F32, 1.0);
+        let p = b.fbin("addf", p, one);
+        let ni = b.conv("arith.fptosi", n, Ty::I32);
+        let one_i = b.ci(Ty::I32, 1);
+        let n1 = b.bin("shrsi", ni, one_i);
+        let n2 = b.sub(ni, n1);
+        let bias = b.ci(Ty::I32, 127);
+        let sh = b.ci(Ty::I32, 23);
+        let mut y = p;
+        for k in [n1, n2] {
+            let e = b.add(k, bias);
+            let e = b.bin("shli", e, sh);
+            let f = b.conv("arith.bitcast", e, Ty::F32);
+            y = b.fbin("mulf", y, f);
+        }
+        let nan = b.cmpf("uno", x, x);
+        b.select(nan, x, y)
     }
 
     pub fn log(&self, b: &mut Builder, x: V) -> V {
