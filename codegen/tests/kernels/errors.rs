@@ -153,3 +153,26 @@ fn emit_mlir_for_both_targets() {
         "{gpu}"
     );
 }
+
+#[test]
+fn module_is_send_sync_and_dumps_stages() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<kiln_codegen::CpuModule>();
+    let dir = std::env::temp_dir().join(format!("kiln-codegen-dump-{}", std::process::id()));
+    let t = ty(DType::F32, &["seq", "8"]);
+    let k = loop_kernel("dumped", std::slice::from_ref(&t), |g, x| {
+        vec![g.add(Op::Unary(UnaryOp::Neg), &[x[0]]).unwrap()]
+    });
+    // The variable is read once per compilation; other tests running now may
+    // dump into the same folder too, which does not disturb them.
+    std::env::set_var("KILN_DUMP_DIR", &dir);
+    let r = compile_cpu(&[k], &syms());
+    std::env::remove_var("KILN_DUMP_DIR");
+    let m = r.unwrap_or_else(|e| panic!("{e}"));
+    let input = std::fs::read_to_string(dir.join("codegen.00.input.mlir")).unwrap();
+    let lowered = std::fs::read_to_string(dir.join("codegen.01.lower.mlir")).unwrap();
+    assert!(input.contains("func @"), "{input}");
+    assert!(lowered.contains("llvm.func @"), "{lowered}");
+    assert!(m.llvm_dialect().contains("llvm.func @dumped("));
+    std::fs::remove_dir_all(&dir).ok();
+}
