@@ -1,0 +1,66 @@
+//! Subcommands of `kiln`, one file each.
+
+mod inspect;
+mod model;
+mod opt;
+mod progress;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Compile and run autoregressive models"
+)]
+struct Cli {
+    /// Write the graph after every pass (and codegen's MLIR after every
+    /// stage) into this directory (same as KILN_DUMP_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    dump_dir: Option<PathBuf>,
+    /// Print the graph to stderr after these passes (`all`, or names separated
+    /// by commas; same as KILN_PRINT_AFTER).
+    #[arg(long, global = true, value_name = "PASSES")]
+    print_after: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the built-in models.
+    Models,
+    /// Show a model's IR (text, JSON, DOT), after any pass, its plan or its MLIR.
+    Inspect(inspect::Args),
+    /// Read IR text, run passes, print the result (like mlir-opt).
+    Opt(opt::Args),
+    /// Compile a model for the CPU and run it.
+    Run(run::Args),
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut passes = kiln_passes::PassOptions::default();
+    passes.dump = kiln_passes::DumpConfig::from_env();
+    if let Some(dir) = &cli.dump_dir {
+        passes.dump.dir = Some(dir.clone());
+        // Codegen reads its dump directory from the environment.
+        std::env::set_var("KILN_DUMP_DIR", dir);
+    }
+    if let Some(p) = &cli.print_after {
+        passes.dump.print_after = p.split(',').map(|s| s.trim().to_string()).collect();
+    }
+    match cli.command {
+        Command::Models => {
+            for m in kiln_models::builtin_models() {
+                println!("{:<16} {}", m.name, m.description);
+            }
+            Ok(())
+        }
+        Command::Inspect(args) => inspect::run(args, passes),
+        Command::Opt(args) => opt::run(args, passes),
+        Command::Run(args) => run::run(args, passes),
+    }
+}

@@ -1,0 +1,147 @@
+//! In-process compilation: graph → optimizer → plan → kernels (JIT) → executor.
+
+use kiln_codegen::{CpuModule, KernelSpec};
+use kiln_ir::interp::ParamSource;
+use kiln_ir::kernel::KernelLaunch;
+use kiln_ir::{Graph, Tensor};
+use kiln_passes::{PassManager, PassOptions, PassReport};
+use kiln_runtime::{CpuExecutor, CpuKernelFn, ExecOptions, KernelTable, Plan};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Any failure along the pipeline, by stage.
+#[derive(Debug, thiserror::Error)]
+pub enum KilnError {
+    #[error("building the model: {0}")]
+    Build(#[from] kiln_ir::dsl::BuildError),
+    #[error("optimizing: {0}")]
+    Pass(#[from] kiln_passes::PassError),
+    #[error("planning: {0}")]
+    Plan(#[from] kiln_runtime::PlanError),
+    #[error("generating code: {0}")]
+    Codegen(#[from] kiln_codegen::CodegenError),
+    #[error("running: {0}")]
+    Runtime(#[from] kiln_runtime::RuntimeError),
+}
+
+/// How to compile and run.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    pub passes: PassOptions,
+    pub exec: ExecOptions,
+}
+
+/// What compilation did and how long each stage took.
+#[derive(Clone, Debug, Default)]
+pub struct CompileReport {
+    pub passes: Vec<PassReport>,
+    pub optimize: Duration,
+    pub plan: Duration,
+    pub codegen: Duration,
+    pub load: Duration,
+    pub kernels: usize,
+    pub steps: usize,
+}
+
+/// A compiled model, ready to run on the CPU.
+pub struct Executable {
+    kernel_graph: Graph,
+    executor: CpuExecutor,
+    report: CompileReport,
+}
+
+/// Codegen's JIT module as the runtime's kernel table.
+struct JitKernels(CpuModule);
+
+impl KernelTable for JitKernels {
+    fn lookup(&self, name: &str) -> Option<CpuKernelFn> {
+        self.0.lookup(name)
+    }
+    fn launches(&self) -> Vec<KernelLaunch> {
+        self.0.launches().to_vec()
+    }
+}
+
+/// Compiles `graph` for the CPU, in-process, with `params` as its weights.
+pub fn jit(
+    graph: &Graph,
+    params: &dyn ParamSource,
+    opts: &CompileOptions,
+) -> Result<Executable, KilnError> {
+    jit_with_progress(graph, params, opts, &mut |_| {})
+}
+
+/// [`jit`], calling `progress` with the name of each stage as it starts.
+pub fn jit_with_progress(
+    graph: &Graph,
+    params: &dyn ParamSource,
+    opts: &CompileOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Executable, KilnError> {
+    let mut report = CompileReport::default();
+    progress("optimize");
+    let t = Instant::now();
+    let (kernel_graph, passes) =
+        PassManager::default_pipeline().run(graph.clone(), &opts.passes)?;
+    report.optimize = t.elapsed();
+    report.passes = passes;
+
+    progress("plan");
+    let t = Instant::now();
+    let mut plan: Plan = kiln_runtime::plan(&kernel_graph)?;
+    report.plan = t.elapsed();
+
+    progress("codegen");
+    let t = Instant::now();
+    let specs: Vec<KernelSpec> = plan
+        .kernels
+        .iter()
+        .map(|k| KernelSpec {
+            name: k.name.clone(),
+            op: k.op.clone(),
+            operand_types: k.operand_types.clone(),
+            result_types: k.result_types.clone(),
+        })
+        .collect();
+    let module = kiln_codegen::compile_cpu(&specs, &plan.symbols)?;
+    for (k, launch) in plan.kernels.iter_mut().zip(module.launches()) {
+        k.launch = Some(launch.clone());
+    }
+    report.codegen = t.elapsed();
+    report.kernels = plan.kernels.len();
+    report.steps = plan.steps.len();
+
+    progress("load");
+    let t = Instant::now();
+    let executor = CpuExecutor::new(plan, Arc::new(JitKernels(module)), params, &opts.exec)?;
+    report.load = t.elapsed();
+    Ok(Executable {
+        kernel_graph,
+        executor,
+        report,
+    })
+}
+
+impl Executable {
+    /// Runs the model on named inputs; returns the named outputs.
+    pub fn run(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, KilnError> {
+        Ok(self.executor.run(inputs)?)
+    }
+
+    /// The optimized, kernel-level graph.
+    pub fn kernel_graph(&self) -> &Graph {
+        &self.kernel_graph
+    }
+
+    pub fn plan(&self) -> &Plan {
+        self.executor.plan()
+    }
+
+    pub fn report(&self) -> &CompileReport {
+        &self.report
+    }
+}
