@@ -58,12 +58,19 @@ pub struct KAnalysis {
     pub errors: Vec<String>,
 }
 
+/// Equal as numbers: `0 == -0` (rules may flip a zero's sign, see
+/// [`crate::rules::Exactness::NoSignedZeros`]) and every NaN equals every NaN.
 fn same_f64(a: f64, b: f64) -> bool {
-    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    a == b || (a.is_nan() && b.is_nan())
 }
 
 fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
-    a.shape == b.shape && a.dtype() == b.dtype() && a.to_bytes() == b.to_bytes()
+    a.shape == b.shape
+        && a.dtype() == b.dtype()
+        && a.to_f64_vec()
+            .into_iter()
+            .zip(b.to_f64_vec())
+            .all(|(x, y)| same_f64(x, y))
 }
 
 impl Analysis<KNode> for KAnalysis {
@@ -158,7 +165,9 @@ fn make_data(egraph: &KEGraph, enode: &KNode) -> Result<ClassData, String> {
         });
     }
     let ty = &types[0];
-    let splat = splat_of(op, &kids, ty);
+    // Every value is vacuously the splat of an empty tensor: claim none.
+    let empty = ty.shape.iter().any(|d| d.as_const() == Some(0));
+    let splat = if empty { None } else { splat_of(op, &kids, ty) };
     let value = value_of(op, &kids, ty, splat);
     Ok(ClassData {
         types,
@@ -178,10 +187,12 @@ fn splat_of(op: &Op, kids: &[&ClassData], ty: &TensorType) -> Option<f64> {
         Op::Concat { .. } => {
             let v = kids[0].splat?;
             kids.iter()
-                .all(|k| k.splat.is_some_and(|w| same_f64(v, w)))
+                .all(|k| k.splat.is_some_and(|w| v.to_bits() == w.to_bits()))
                 .then_some(v)
         }
-        Op::Pad { value, .. } => kids[0].splat.filter(|&v| same_f64(v, value.0)),
+        Op::Pad { value, .. } => kids[0]
+            .splat
+            .filter(|&v| v.to_bits() == value.0.to_bits() || (v.is_nan() && value.0.is_nan())),
         Op::Reduce {
             op: ReduceOp::Max | ReduceOp::Min,
             axes,

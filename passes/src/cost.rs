@@ -46,7 +46,19 @@ impl CostModel {
 
     /// The price of `op` with operand types `inputs` and result types `outputs`.
     pub fn op_cost(&self, op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> f64 {
-        let bytes_in: f64 = inputs.iter().map(|t| bytes(t)).sum();
+        self.op_cost_reading(op, inputs, inputs, outputs)
+    }
+
+    /// [`CostModel::op_cost`] where only `reads` (the distinct operands: `x * x`
+    /// reads `x` once) count as bytes read.
+    pub fn op_cost_reading(
+        &self,
+        op: &Op,
+        inputs: &[&TensorType],
+        reads: &[&TensorType],
+        outputs: &[TensorType],
+    ) -> f64 {
+        let bytes_in: f64 = reads.iter().map(|t| bytes(t)).sum();
         let bytes_out: f64 = outputs.iter().map(bytes).sum();
         let out_elems: f64 = outputs.iter().map(elems).sum();
         let (moved, flops, overhead) = match op {

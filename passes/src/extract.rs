@@ -33,12 +33,19 @@ pub fn node_cost(eg: &KEGraph, model: &CostModel, node: &KNode, class: Id) -> f6
     match &node.head {
         Head::Get(_) => 0.0,
         Head::Op(k) => {
-            let inputs: Vec<_> = node
-                .children
-                .iter()
-                .filter_map(|&c| eg[c].data.ty())
-                .collect();
-            model.op_cost(k.op(), &inputs, &eg[class].data.types)
+            let mut seen = Vec::with_capacity(node.children.len());
+            let mut inputs = Vec::with_capacity(node.children.len());
+            let mut reads = Vec::with_capacity(node.children.len());
+            for &c in &node.children {
+                let Some(t) = eg[c].data.ty() else { continue };
+                inputs.push(t);
+                let c = eg.find(c);
+                if !seen.contains(&c) {
+                    seen.push(c);
+                    reads.push(t);
+                }
+            }
+            model.op_cost_reading(k.op(), &inputs, &reads, &eg[class].data.types)
         }
     }
 }

@@ -8,8 +8,11 @@
 //! - a producer all of whose users are already in the kernel is *owned* by it
 //!   (computed once, there);
 //! - otherwise a *cheap* producer (an element-wise / data-movement chain from
-//!   buffers, no reduction, at most [`DUP_LIMIT`] ops) is *cloned* into the
-//!   kernel: recomputing it is cheaper than a round trip through memory;
+//!   at most one large buffer, no reduction, at most [`DUP_LIMIT`] ops) is
+//!   *cloned* into the kernel: recomputing it is cheaper than a round trip
+//!   through memory;
+//! - otherwise, when every other user is in a kernel formed already, it is
+//!   owned and returned as an extra result (multi-output fusion);
 //! - otherwise it stays outside and becomes a kernel operand (materialized by
 //!   its own kernel later in the walk).
 //!
@@ -22,12 +25,15 @@
 //! `loop` kernels. A needed `reshape` that no kernel absorbs stays at the top
 //! level as a zero-copy view; a needed scalar constant stays a constant.
 //!
-//! Why this order is safe: a node is owned only when all its users are in
-//! the kernel, and a node in two kernels is a clone in at least one of them,
-//! so it is cheap and so is everything it needs; a kernel therefore only ever
-//! reads values materialized by nodes or kernels rooted *earlier* in
-//! topological order, and emitting kernels at their roots' positions gives a
-//! valid graph.
+//! Why this order is valid: kernels are formed in reverse topological order
+//! of their roots. A kernel reads only buffers and values of kernels rooted
+//! before its root, and returns extra results only to kernels formed before
+//! it (rooted after). A node is owned by at most one kernel; any other kernel
+//! that holds it holds a clone, and clones are made only of cheap nodes whose
+//! producers are cheap too — so a kernel that meets a node owned elsewhere
+//! can always clone it rather than read it out of order. Emitting each
+//! kernel at its root's position in topological order gives a valid graph
+//! (and the emitter reports a value that is not ready instead of guessing).
 
 use super::body::build_checked;
 use kiln_ir::{Graph, NodeId, Op};
@@ -64,7 +70,8 @@ pub(super) fn role(op: &Op) -> Role {
 pub(super) struct Group {
     pub root: NodeId,
     pub members: HashSet<NodeId>,
-    /// Values the kernel returns: the root first, then owned graph outputs.
+    /// Values the kernel returns: the root first, then owned values that
+    /// graph outputs or other kernels use.
     pub results: Vec<NodeId>,
     has_reduce: bool,
 }
@@ -143,7 +150,16 @@ pub(super) fn partition(g: &Graph) -> Partition {
             (Role::ScalarConst, _) => {
                 pt.p.top_consts.insert(n);
             }
-            (_, Op::Reshape { .. }) => {
+            // A view needs its operand in memory: a buffer, or a node no
+            // kernel owns yet (it is visited later, and the view makes it
+            // needed). An operand already owned inside a kernel would not be
+            // returned: then the reshape is a (copy) kernel of its own.
+            (_, Op::Reshape { .. })
+                if {
+                    let o = g.operands(n)[0].node;
+                    pt.role[&o] == Role::Buffer || !pt.p.owner.contains_key(&o)
+                } =>
+            {
                 pt.p.views.insert(n);
             }
             _ => pt.grow(n),
@@ -152,27 +168,38 @@ pub(super) fn partition(g: &Graph) -> Partition {
     pt.p
 }
 
-/// Cheap producers: no reduction in their fusible cone, at most `DUP_LIMIT` ops.
+/// Cheap producers: no reduction in their fusible cone, at most `DUP_LIMIT`
+/// ops, and at most one large buffer read — recomputing `a + b` in two
+/// kernels reads four tensors where materializing it reads three, but
+/// recomputing `exp(x)` reads `x` where materializing reads `exp(x)`.
 fn duplicable(g: &Graph, order: &[NodeId], role: &HashMap<NodeId, Role>) -> HashSet<NodeId> {
-    // Cone size (shared producers counted per path: an overestimate, which is safe).
-    let mut size: HashMap<NodeId, Option<usize>> = HashMap::new();
+    // Per node: (ops in the cone, large buffers read), counted per path (an
+    // overestimate, which is safe); `None` once it is too big or reduces.
+    let mut cone: HashMap<NodeId, Option<(usize, usize)>> = HashMap::new();
     for &n in order {
-        let s = match role[&n] {
-            Role::Buffer => Some(0),
-            Role::ScalarConst => Some(1),
+        let c = match role[&n] {
+            Role::Buffer => Some((0, 0)),
+            Role::ScalarConst => Some((1, 0)),
             Role::Reduce => None,
-            Role::Fusible => g
-                .operands(n)
-                .iter()
-                .try_fold(1usize, |acc, v| size[&v.node].map(|s| acc + s))
-                .filter(|&s| s <= DUP_LIMIT),
+            Role::Fusible => {
+                let out = crate::cost::elems(&g.node(n).outputs[0]);
+                g.operands(n)
+                    .iter()
+                    .try_fold((1usize, 0usize), |(ops, reads), v| {
+                        let (o, r) = cone[&v.node]?;
+                        let large = role[&v.node] == Role::Buffer
+                            && 4.0 * crate::cost::elems(g.ty(*v)) >= out;
+                        Some((ops + o, reads + r + usize::from(large)))
+                    })
+                    .filter(|&(ops, reads)| ops <= DUP_LIMIT && reads <= 1)
+            }
         };
-        size.insert(n, s);
+        cone.insert(n, c);
     }
     order
         .iter()
         .copied()
-        .filter(|n| role[n] != Role::Buffer && size[n].is_some())
+        .filter(|n| role[n] != Role::Buffer && cone[n].is_some())
         .collect()
 }
 
@@ -235,11 +262,28 @@ impl Partitioner<'_> {
             let all_in = self.users[&p].iter().all(|u| group.members.contains(u));
             let is_output = self.outputs.contains(&p);
             let added = (all_in && self.try_add(gid, p, true, is_output))
-                || (cheap && self.try_add(gid, p, false, false));
+                || (cheap && self.try_add(gid, p, false, false))
+                || (self.shareable(gid, p) && self.try_add(gid, p, true, true));
             if added {
                 self.push_producers(&mut heap, p);
             }
         }
+    }
+
+    /// True when every user of `p` outside kernel `gid` is in a kernel
+    /// formed already (so rooted later): the kernel may then compute `p` and
+    /// return it as an extra result those kernels read (multi-output fusion,
+    /// e.g. a residual sum returned by the norm kernel that consumes it).
+    fn shareable(&self, gid: usize, p: NodeId) -> bool {
+        let group = &self.p.groups[gid];
+        self.users[&p]
+            .iter()
+            .filter(|u| !group.members.contains(u))
+            .all(|u| {
+                self.role[u] != Role::Buffer
+                    && !self.p.views.contains(u)
+                    && self.member_of.get(u).is_some_and(|gs| !gs.is_empty())
+            })
     }
 
     /// Adds `p` if the kernel still satisfies the fusion contract.

@@ -3,63 +3,67 @@
 //! commutative ops are matched in both operand orders by the matchers
 //! themselves, so no commutativity rewrite grows the e-graph.
 
-use super::{both_orders, fit, is_splat, op_nodes, scalar, splat, ty, RuleDef, Stage, Term};
+use super::{
+    both_orders, fit, is_splat, op_nodes, scalar, splat, ty, Exactness, RuleDef, Stage, Term,
+};
 use crate::analysis::KEGraph;
 use egg::Id;
 use kiln_ir::literal::{round_to, wrap_int};
 use kiln_ir::{BinaryOp, DType, Op, UnaryOp};
 
 pub(super) fn rules() -> Vec<RuleDef> {
-    let r = |name, summary, exact, matcher| RuleDef {
+    let r = |name, summary, exactness, matcher| RuleDef {
         name,
         stage: Stage::Algebra,
         summary,
-        exact,
+        exactness,
         matcher,
     };
+    use Exactness::{Approximate, Exact, NoSignedZeros};
     vec![
-        r("add-zero", "x + 0 -> x (either order)", true, add_zero),
-        r("sub-zero", "x - 0 -> x", true, sub_zero),
-        r("zero-sub", "0 - x -> neg(x)", true, zero_sub),
-        r("mul-one", "x * 1 -> x (either order)", true, mul_one),
-        r("mul-neg-one", "x * -1 -> neg(x) (either order)", true, mul_neg_one),
-        r("div-one", "x / 1 -> x", true, div_one),
-        r("div-const", "x / c -> x * (1/c) for a float constant c", false, div_const),
-        r("one-div", "1 / x -> recip(x)", false, one_div),
-        r("neg-neg", "neg(neg(x)) -> x", true, neg_neg),
-        r("add-neg", "x + neg(y) -> x - y (either order)", true, add_neg),
-        r("sub-neg", "x - neg(y) -> x + y", true, sub_neg),
-        r("mul-const-const", "(x * c1) * c2 -> x * (c1*c2) (any order)", false, mul_const_const),
-        r("add-const-const", "(x + c1) + c2 -> x + (c1+c2) (any order)", false, add_const_const),
-        r("pow-to-mul", "pow(x, 1) -> x, pow(x, 2) -> x * x", false, pow_to_mul),
+        r("add-zero", "x + 0 -> x (either order)", NoSignedZeros, add_zero),
+        r("sub-zero", "x - 0 -> x", NoSignedZeros, sub_zero),
+        r("zero-sub", "0 - x -> neg(x)", NoSignedZeros, zero_sub),
+        r("mul-one", "x * 1 -> x (either order)", Exact, mul_one),
+        r("mul-neg-one", "x * -1 -> neg(x) (either order)", Exact, mul_neg_one),
+        r("div-one", "x / 1 -> x", Exact, div_one),
+        r("div-const", "x / c -> x * (1/c) for a float constant c", Approximate, div_const),
+        r("one-div", "1 / x -> recip(x)", Approximate, one_div),
+        r("neg-neg", "neg(neg(x)) -> x", Exact, neg_neg),
+        r("add-neg", "x + neg(y) -> x - y (either order)", Exact, add_neg),
+        r("sub-neg", "x - neg(y) -> x + y", Exact, sub_neg),
+        r("mul-const-const", "(x * c1) * c2 -> x * (c1*c2) (any order)", Approximate, mul_const_const),
+        r("pow-to-mul", "pow(x, 1) -> x, pow(x, 2) -> x * x", Approximate, pow_to_mul),
         r(
             "pow-to-root",
             "pow(x, 0.5) -> sqrt(x), pow(x, -0.5) -> rsqrt(x), pow(x, -1) -> recip(x)",
-            false,
+            Approximate,
             pow_to_root,
         ),
-        r("recip-sqrt", "recip(sqrt(x)) -> rsqrt(x)", false, recip_sqrt),
-        r("div-sqrt", "x / sqrt(y) -> x * rsqrt(y)", false, div_sqrt),
-        r("cast-identity", "cast(x: T, T) -> x", true, cast_identity),
+        r("recip-sqrt", "recip(sqrt(x)) -> rsqrt(x)", Approximate, recip_sqrt),
+        r("div-sqrt", "x / sqrt(y) -> x * rsqrt(y)", Approximate, div_sqrt),
+        r("cast-identity", "cast(x: T, T) -> x", Exact, cast_identity),
         r(
             "cast-cast",
             "cast(cast(x, A), B) -> cast(x, B) when A holds every value of x's dtype (-> x when B is x's dtype)",
-            true,
+            Exact,
             cast_cast,
         ),
-        r("select-const", "select(true, a, b) -> a, select(false, a, b) -> b", true, select_const),
+        r("select-const", "select(true, a, b) -> a, select(false, a, b) -> b", Exact, select_const),
     ]
 }
 
 fn binaries(eg: &KEGraph, id: Id, want: BinaryOp) -> Vec<(Id, Id)> {
     op_nodes(eg, id)
-        .filter_map(|(op, kids)| (*op == Op::Binary(want)).then(|| (kids[0], kids[1])))
+        .filter(|(op, _)| **op == Op::Binary(want))
+        .map(|(_, kids)| (kids[0], kids[1]))
         .collect()
 }
 
 fn unaries(eg: &KEGraph, id: Id, want: UnaryOp) -> Vec<Id> {
     op_nodes(eg, id)
-        .filter_map(|(op, kids)| (*op == Op::Unary(want)).then(|| kids[0]))
+        .filter(|(op, _)| **op == Op::Unary(want))
+        .map(|(_, kids)| kids[0])
         .collect()
 }
 
@@ -215,6 +219,8 @@ fn combine(d: DType, a: f64, b: f64, f: fn(f64, f64) -> f64) -> Option<f64> {
 }
 
 /// `(x op c1) op c2 -> x op (c1 op c2)` for an associative, commutative `op`.
+/// Only used for `mul`: reassociating an addition can cancel catastrophically
+/// (`(x + 1e8) - 1e8`), a product's rounding stays relative.
 fn reassociate_consts(eg: &KEGraph, id: Id, b: BinaryOp, f: fn(f64, f64) -> f64) -> Vec<Term> {
     let mut out = Vec::new();
     for (p, q) in binaries(eg, id, b) {
@@ -245,16 +251,12 @@ fn mul_const_const(eg: &KEGraph, id: Id) -> Vec<Term> {
     reassociate_consts(eg, id, BinaryOp::Mul, |a, b| a * b)
 }
 
-fn add_const_const(eg: &KEGraph, id: Id) -> Vec<Term> {
-    reassociate_consts(eg, id, BinaryOp::Add, |a, b| a + b)
-}
-
 fn pow_to_mul(eg: &KEGraph, id: Id) -> Vec<Term> {
     let mut out = Vec::new();
     for (x, e) in binaries(eg, id, BinaryOp::Pow) {
         let t = match splat(eg, e) {
-            Some(v) if v == 1.0 => Term::Class(x),
-            Some(v) if v == 2.0 => binary(BinaryOp::Mul, Term::Class(x), Term::Class(x)),
+            Some(1.0) => Term::Class(x),
+            Some(2.0) => binary(BinaryOp::Mul, Term::Class(x), Term::Class(x)),
             _ => continue,
         };
         out.extend(keep(eg, id, t));
@@ -266,9 +268,9 @@ fn pow_to_root(eg: &KEGraph, id: Id) -> Vec<Term> {
     let mut out = Vec::new();
     for (x, e) in binaries(eg, id, BinaryOp::Pow) {
         let u = match splat(eg, e) {
-            Some(v) if v == 0.5 => UnaryOp::Sqrt,
-            Some(v) if v == -0.5 => UnaryOp::Rsqrt,
-            Some(v) if v == -1.0 => UnaryOp::Recip,
+            Some(0.5) => UnaryOp::Sqrt,
+            Some(-0.5) => UnaryOp::Rsqrt,
+            Some(-1.0) => UnaryOp::Recip,
             _ => continue,
         };
         out.extend(keep(eg, id, unary(u, Term::Class(x))));

@@ -5,7 +5,7 @@
 //! scalar constant that fuses into any kernel body; other small static
 //! values (at most [`crate::analysis::FOLD_LIMIT`] elements) become a literal.
 
-use super::{op_nodes, scalar, splat, ty, RuleDef, Stage, Term};
+use super::{op_nodes, scalar, splat, ty, Exactness, RuleDef, Stage, Term};
 use crate::analysis::{tensor_to_literal, KEGraph};
 use egg::Id;
 use kiln_ir::Op;
@@ -16,14 +16,14 @@ pub(super) fn rules() -> Vec<RuleDef> {
             name: "splat-fold",
             stage: Stage::Fold,
             summary: "a value whose elements are all v -> const v (broadcast to its shape)",
-            exact: true,
+            exactness: Exactness::Exact,
             matcher: splat_fold,
         },
         RuleDef {
             name: "const-fold",
             stage: Stage::Fold,
             summary: "a small static value computed from constants -> a literal",
-            exact: true,
+            exactness: Exactness::Exact,
             matcher: const_fold,
         },
     ]

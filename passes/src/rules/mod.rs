@@ -9,6 +9,11 @@
 //!
 //! Each rule belongs to one [`Stage`]; the stages run in order, each to
 //! saturation or a limit (see [`crate::runner`]).
+//!
+//! Float semantics: rules never turn a NaN or an infinity into a finite
+//! value or back, except through rounding and overflow in
+//! [`Exactness::Approximate`] rules; [`Exactness::NoSignedZeros`] rules may
+//! flip the sign of a zero.
 
 mod algebra;
 mod fold;
@@ -85,6 +90,19 @@ impl Term {
     }
 }
 
+/// How closely a rule's right-hand side reproduces its left-hand side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Exactness {
+    /// Bit-identical results (data movement, folding by the interpreter,
+    /// IEEE identities such as `x + neg(y) = x - y`).
+    Exact,
+    /// Identical except that a zero may change sign (`x + 0 -> x` turns
+    /// `-0 + 0 = +0` into `-0`), as XLA and fast-math's `nsz` allow.
+    NoSignedZeros,
+    /// Equal up to float rounding (reassociation, reciprocals, `pow`).
+    Approximate,
+}
+
 /// One rewrite rule.
 pub struct RuleDef {
     /// Unique name (reports, explanations, tests).
@@ -92,8 +110,8 @@ pub struct RuleDef {
     pub stage: Stage,
     /// One line: what it rewrites into what.
     pub summary: &'static str,
-    /// Results are bit-identical (data movement); otherwise equal within float tolerance.
-    pub exact: bool,
+    /// How exact the rewrite is; soundness tests compare accordingly.
+    pub exactness: Exactness,
     /// The terms equal to the given class.
     pub matcher: fn(&KEGraph, Id) -> Vec<Term>,
 }

@@ -2,7 +2,7 @@
 //! identities disappear, and element-wise ops move before broadcasts so they
 //! run on fewer elements. Every rule here is exact.
 
-use super::{op_nodes, ty, RuleDef, Stage, Term};
+use super::{op_nodes, ty, Exactness, RuleDef, Stage, Term};
 use crate::analysis::KEGraph;
 use egg::Id;
 use kiln_ir::dim::product;
@@ -13,7 +13,7 @@ pub(super) fn rules() -> Vec<RuleDef> {
         name,
         stage: Stage::Shape,
         summary,
-        exact: true,
+        exactness: Exactness::Exact,
         matcher,
     };
     vec![

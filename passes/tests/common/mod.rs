@@ -2,6 +2,8 @@
 //! interpreter, comparison, and a small graph-building helper.
 #![allow(dead_code)]
 
+pub mod models;
+
 use kiln_ir::interp::{eval, InterpError};
 use kiln_ir::tensor::rel_l2;
 use kiln_ir::{Bindings, DType, Dim, Graph, Literal, Op, Tensor, TensorType, Value};
