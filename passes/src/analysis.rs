@@ -302,3 +302,122 @@ pub fn tensor_to_literal(t: &Tensor) -> Literal {
         _ => Literal::ints(dtype, shape, &t.to_i64_vec().unwrap_or_default()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::to_egraph;
+    use kiln_ir::{shape, BinaryOp, Graph, UnaryOp};
+
+    fn data_of(g: &Graph) -> ClassData {
+        let t = to_egraph(g);
+        let root = t.roots()[0];
+        t.egraph[root].data.clone()
+    }
+
+    #[test]
+    fn splats_propagate_through_data_movement_and_arithmetic() {
+        let mut g = Graph::new("s");
+        let c = g
+            .add(Op::Const(Literal::scalar(DType::F16, 1.5)), &[])
+            .unwrap();
+        let b = g
+            .add(
+                Op::Broadcast {
+                    shape: shape!["seq", 4],
+                },
+                &[c],
+            )
+            .unwrap();
+        let p = g.add(Op::Permute { perm: vec![1, 0] }, &[b]).unwrap();
+        let two = g
+            .add(Op::Const(Literal::filled(DType::F16, vec![4, 1], 2.0)), &[])
+            .unwrap();
+        let m = g.add(Op::Binary(BinaryOp::Mul), &[p, two]).unwrap();
+        let n = g.add(Op::Unary(UnaryOp::Neg), &[m]).unwrap();
+        g.add_output("y", n).unwrap();
+        let d = data_of(&g);
+        assert_eq!(d.splat, Some(-3.0));
+        assert!(d.value.is_none(), "a symbolic shape has no static value");
+        assert_eq!(d.ty().unwrap().to_string(), "f16[4,seq]");
+    }
+
+    #[test]
+    fn small_static_values_are_computed_by_the_interpreter() {
+        let mut g = Graph::new("v");
+        let i = g
+            .add(
+                Op::Iota {
+                    ty: TensorType::new(DType::F32, shape![2, 3]),
+                    axis: 1,
+                },
+                &[],
+            )
+            .unwrap();
+        let e = g.add(Op::Unary(UnaryOp::Exp), &[i]).unwrap();
+        g.add_output("y", e).unwrap();
+        let d = data_of(&g);
+        assert_eq!(d.splat, None);
+        let v = d.value.expect("a static value");
+        let want: Vec<f64> = [0.0f32, 1.0, 2.0, 0.0, 1.0, 2.0]
+            .iter()
+            .map(|x| x.exp() as f64)
+            .collect();
+        let got = v.to_f64_vec();
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn empty_tensors_claim_no_splat() {
+        let mut g = Graph::new("e");
+        let c = g
+            .add(Op::Const(Literal::scalar(DType::F32, 1.0)), &[])
+            .unwrap();
+        let b = g
+            .add(
+                Op::Broadcast {
+                    shape: shape![0, 3],
+                },
+                &[c],
+            )
+            .unwrap();
+        g.add_output("y", b).unwrap();
+        assert_eq!(data_of(&g).splat, None);
+    }
+
+    #[test]
+    fn inconsistent_merges_are_recorded_not_panics() {
+        let mut g = Graph::new("m");
+        let a = g
+            .add(Op::Const(Literal::scalar(DType::F32, 1.0)), &[])
+            .unwrap();
+        let b = g
+            .add(Op::Const(Literal::scalar(DType::F32, 2.0)), &[])
+            .unwrap();
+        let c = g
+            .add(Op::Const(Literal::scalar(DType::I32, 2.0)), &[])
+            .unwrap();
+        for (i, v) in [a, b, c].into_iter().enumerate() {
+            g.add_output(format!("y{i}"), v).unwrap();
+        }
+        let mut t = to_egraph(&g);
+        let r = t.roots();
+        t.egraph.union(r[0], r[1]);
+        t.egraph.union(r[0], r[2]);
+        t.egraph.rebuild();
+        let errors = &t.egraph.analysis.errors;
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("different constant values")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("different types")),
+            "{errors:?}"
+        );
+    }
+}

@@ -60,6 +60,8 @@ fn place(g: &Graph, n: NodeId) -> String {
 /// Fuses `graph`; returns the kernel graph and a summary.
 pub fn fuse(mut graph: Graph) -> Result<(Graph, String), PassError> {
     let rebuild = |source| PassError::Rebuild { pass: PASS, source };
+    // Dead nodes would only become dead kernels.
+    graph.remove_dead();
     let permuted = normalize::trailing_reductions(&mut graph).map_err(rebuild)?;
     let g = &graph;
     let p = partition(g);

@@ -277,4 +277,16 @@ mod tests {
             assert!(!stage_rules(s).is_empty(), "stage {} is empty", s.name());
         }
     }
+
+    #[test]
+    fn readme_lists_every_rule() {
+        let readme = include_str!("../../README.md");
+        for r in registry() {
+            assert!(
+                readme.contains(&format!("| `{}` |", r.name)),
+                "README.md does not list rule `{}`",
+                r.name
+            );
+        }
+    }
 }
