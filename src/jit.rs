@@ -94,17 +94,7 @@ pub fn jit_with_progress(
 
     progress("codegen");
     let t = Instant::now();
-    let specs: Vec<KernelSpec> = plan
-        .kernels
-        .iter()
-        .map(|k| KernelSpec {
-            name: k.name.clone(),
-            op: k.op.clone(),
-            operand_types: k.operand_types.clone(),
-            result_types: k.result_types.clone(),
-        })
-        .collect();
-    let module = kiln_codegen::compile_cpu(&specs, &plan.symbols)?;
+    let module = kiln_codegen::compile_cpu(&kernel_specs(&plan), &plan.symbols)?;
     for (k, launch) in plan.kernels.iter_mut().zip(module.launches()) {
         k.launch = Some(launch.clone());
     }
@@ -144,4 +134,29 @@ impl Executable {
     pub fn report(&self) -> &CompileReport {
         &self.report
     }
+}
+
+/// The kernels of a plan as code generation takes them.
+pub fn kernel_specs(plan: &Plan) -> Vec<KernelSpec> {
+    plan.kernels
+        .iter()
+        .map(|k| KernelSpec {
+            name: k.name.clone(),
+            op: k.op.clone(),
+            operand_types: k.operand_types.clone(),
+            result_types: k.result_types.clone(),
+        })
+        .collect()
+}
+
+/// Optimizes and plans `graph`, then emits PTX for every kernel of the plan.
+pub fn compile_ptx(
+    graph: &Graph,
+    arch: kiln_codegen::GpuArch,
+    opts: &PassOptions,
+) -> Result<(Plan, kiln_codegen::PtxModule), KilnError> {
+    let (kernel_graph, _) = PassManager::default_pipeline().run(graph.clone(), opts)?;
+    let plan = kiln_runtime::plan(&kernel_graph)?;
+    let module = kiln_codegen::compile_ptx(&kernel_specs(&plan), &plan.symbols, arch)?;
+    Ok((plan, module))
 }

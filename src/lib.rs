@@ -30,4 +30,7 @@ pub use kiln_passes as passes;
 pub use kiln_runtime as runtime;
 
 mod jit;
-pub use jit::{jit, jit_with_progress, CompileOptions, CompileReport, Executable, KilnError};
+pub use jit::{
+    compile_ptx, jit, jit_with_progress, kernel_specs, CompileOptions, CompileReport, Executable,
+    KilnError,
+};

@@ -19,6 +19,7 @@
 //! | `fused` | `loop` and `row` fused kernels |
 //! | `matmul` | tiled batched matmul |
 //! | `emit` | kernel specs to one MLIR module |
+//! | [`ptxas`] | validating PTX with ptxas (no GPU needed): registers and spills |
 //! | [`driver`] | the stage lists, MLIR parsing, pass running, JIT, PTX extraction (FFI) |
 
 mod builder;
@@ -30,6 +31,7 @@ mod error;
 mod fused;
 mod math;
 mod matmul;
+pub mod ptxas;
 mod scalar;
 pub mod target;
 

@@ -24,6 +24,13 @@ pub fn is_identifier(s: &str) -> bool {
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
+/// Is `s` a valid size symbol (`[A-Za-z_][A-Za-z0-9_]*`, what dims parse)?
+fn is_size_name(s: &str) -> bool {
+    let mut cs = s.chars();
+    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn place(g: &Graph, n: NodeId) -> String {
     let node = g.node(n);
     match &node.loc {
@@ -66,6 +73,16 @@ fn verify_inner(g: &Graph, is_body: bool) -> Result<(), VerifyError> {
             match g.try_ty(*v) {
                 Some(t) => tys.push(t),
                 None => return Err(fail(place(g, n), format!("operand {v:?} does not exist"))),
+            }
+        }
+        for t in &node.outputs {
+            for d in &t.shape {
+                if let Some(bad) = d.symbols().into_iter().find(|s| !is_size_name(s)) {
+                    return Err(fail(
+                        place(g, n),
+                        format!("size name `{bad}` in {t} is not an identifier"),
+                    ));
+                }
             }
         }
         let inferred = infer(&node.op, &tys).map_err(|e| fail(place(g, n), e.to_string()))?;

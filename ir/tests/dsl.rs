@@ -136,3 +136,12 @@ fn duplicate_input_and_bad_alias_are_errors() {
     b.output_alias("y", &y, "x");
     assert!(b.finish().unwrap_err().message.contains("types differ"));
 }
+
+#[test]
+fn size_names_must_be_identifiers() {
+    let b = ModelBuilder::new("names");
+    let x = b.input("x", DType::F32, vec![kiln_ir::Dim::sym("a b")]);
+    b.output("y", &x.exp());
+    let err = b.finish().unwrap_err();
+    assert!(err.message.contains("size name `a b`"), "{err}");
+}

@@ -18,6 +18,16 @@ pub enum Format {
     Plan,
     /// The MLIR of every kernel, before lowering.
     Mlir,
+    /// PTX of every kernel for `--arch` (redirect to a `.ptx` file).
+    Ptx,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Arch {
+    #[value(name = "sm_90")]
+    Sm90,
+    #[value(name = "sm_80")]
+    Sm80,
 }
 
 #[derive(clap::Args)]
@@ -35,6 +45,13 @@ pub struct Args {
     /// Without an explicit --format, only the timings are printed.
     #[arg(long)]
     timings: bool,
+    /// GPU architecture for `--format ptx`.
+    #[arg(long, value_enum, default_value = "sm_90")]
+    arch: Arch,
+    /// With `--format ptx`: assemble the PTX with ptxas and print each
+    /// kernel's registers and spills to stderr.
+    #[arg(long)]
+    ptxas: bool,
     /// Seed of the built-in models' weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -43,7 +60,7 @@ pub struct Args {
 pub fn run(args: Args, opts: PassOptions) -> anyhow::Result<()> {
     let m = model::load(&args.model, args.seed)?;
     let format = args.format.unwrap_or(Format::Text);
-    let needs_all = matches!(format, Format::Plan | Format::Mlir);
+    let needs_all = matches!(format, Format::Plan | Format::Mlir | Format::Ptx);
     let pm = PassManager::default_pipeline();
     let t = Instant::now();
     let (graph, reports): (_, Vec<PassReport>) = if needs_all || args.after == "all" {
@@ -64,18 +81,32 @@ pub fn run(args: Args, opts: PassOptions) -> anyhow::Result<()> {
             Format::Plan => kiln_runtime::plan(&graph)?.describe(),
             Format::Mlir => {
                 let plan = kiln_runtime::plan(&graph)?;
-                let specs: Vec<_> = plan
-                    .kernels
-                    .iter()
-                    .map(|k| kiln_codegen::KernelSpec {
-                        name: k.name.clone(),
-                        op: k.op.clone(),
-                        operand_types: k.operand_types.clone(),
-                        result_types: k.result_types.clone(),
-                    })
-                    .collect();
-                kiln_codegen::emit_mlir(&specs, &plan.symbols, &kiln_codegen::Target::Cpu)
-                    .map_err(|e| anyhow!(e))?
+                kiln_codegen::emit_mlir(
+                    &kiln::kernel_specs(&plan),
+                    &plan.symbols,
+                    &kiln_codegen::Target::Cpu,
+                )
+                .map_err(|e| anyhow!(e))?
+            }
+            Format::Ptx => {
+                let arch = match args.arch {
+                    Arch::Sm90 => kiln_codegen::GpuArch::Sm90,
+                    Arch::Sm80 => kiln_codegen::GpuArch::Sm80,
+                };
+                let plan = kiln_runtime::plan(&graph)?;
+                let module =
+                    kiln_codegen::compile_ptx(&kiln::kernel_specs(&plan), &plan.symbols, arch)?;
+                if args.ptxas {
+                    let ptxas = kiln_codegen::ptxas::find()
+                        .ok_or(kiln_codegen::ptxas::PtxasError::NotFound)?;
+                    for u in kiln_codegen::ptxas::assemble(&ptxas, &module.ptx, arch)? {
+                        eprintln!(
+                            "ptxas {arch}: {:<28} {:>4} registers, spills {} B stored / {} B loaded",
+                            u.name, u.registers, u.spill_stores, u.spill_loads
+                        );
+                    }
+                }
+                module.ptx
             }
         };
         print!("{out}");

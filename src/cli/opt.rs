@@ -57,8 +57,8 @@ pub fn run(args: Args, opts: PassOptions) -> anyhow::Result<()> {
         Format::Text => kiln_ir::text::print(&graph),
         Format::Json => kiln_ir::json::to_json(&graph),
         Format::Dot => kiln_ir::dot::to_dot(&graph),
-        Format::Plan | Format::Mlir => {
-            bail!("`kiln opt` prints graphs; use `kiln inspect` for plans and MLIR")
+        Format::Plan | Format::Mlir | Format::Ptx => {
+            bail!("`kiln opt` prints graphs; use `kiln inspect` for plans, MLIR and PTX")
         }
     };
     match args.output {

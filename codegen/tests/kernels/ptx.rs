@@ -8,29 +8,6 @@ use crate::ty;
 use kiln_codegen::{compile_ptx, GpuArch, KernelSpec};
 use kiln_ir::op::F64Bits;
 use kiln_ir::{BinaryOp, CmpOp, DType, Op, ReduceOp};
-use std::path::PathBuf;
-use std::process::Command;
-
-/// ptxas: `KILN_PTXAS`, else the workspace's `.venv-ptxas`, else `ptxas` on PATH.
-fn find_ptxas() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KILN_PTXAS") {
-        return Some(p.into());
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    if let Ok(entries) = std::fs::read_dir(root.join(".venv-ptxas/lib")) {
-        for e in entries.flatten() {
-            let p = e.path().join("site-packages/nvidia/cuda_nvcc/bin/ptxas");
-            if e.file_name().to_string_lossy().starts_with("python3") && p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    let on_path = Command::new("ptxas").arg("--version").output();
-    on_path
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| "ptxas".into())
-}
 
 fn kernel_set() -> Vec<KernelSpec> {
     let mut ks = unary_specs(DType::F32);
@@ -192,32 +169,9 @@ fn kernel_set() -> Vec<KernelSpec> {
     ks
 }
 
-/// Per-kernel `Used N registers` lines of `ptxas -v`, summarized.
-fn summarize(stderr: &str) -> String {
-    let mut out = Vec::new();
-    let mut name = String::new();
-    for line in stderr.lines() {
-        if let Some(i) = line.find("Compiling entry function '") {
-            name = line[i + 26..]
-                .trim_end_matches(['\'', ' '])
-                .split('\'')
-                .next()
-                .unwrap_or("")
-                .to_string();
-        }
-        if let Some(i) = line.find("Used ") {
-            out.push(format!("{name}: {}", &line[i..]));
-        }
-        if line.contains("spill") && !line.contains(" 0 bytes spill stores, 0 bytes spill loads") {
-            out.push(format!("{name}: {}", line.trim()));
-        }
-    }
-    out.join("\n")
-}
-
 #[test]
 fn ptx_assembles_for_sm90_and_sm80() {
-    let ptxas = match find_ptxas() {
+    let ptxas = match kiln_codegen::ptxas::find() {
         Some(p) => Some(p),
         None if std::env::var("KILN_SKIP_PTXAS").as_deref() == Ok("1") => {
             eprintln!("warning: ptxas not found and KILN_SKIP_PTXAS=1: PTX is generated but not assembled");
@@ -229,8 +183,6 @@ fn ptx_assembles_for_sm90_and_sm80() {
         ),
     };
     let ks = kernel_set();
-    let dir = std::env::temp_dir().join(format!("kiln-codegen-ptx-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     for arch in [GpuArch::Sm90, GpuArch::Sm80] {
         let t0 = std::time::Instant::now();
         let m =
@@ -245,24 +197,31 @@ fn ptx_assembles_for_sm90_and_sm80() {
             );
         }
         assert_eq!(m.launches.len(), ks.len());
-        let path = dir.join(format!("kernels_{}.ptx", arch.name()));
-        std::fs::write(&path, &m.ptx).unwrap();
         let Some(ptxas) = &ptxas else { continue };
-        let out = Command::new(ptxas)
-            .arg(format!("-arch={}", arch.name()))
-            .arg("-v")
-            .arg(&path)
-            .arg("-o")
-            .arg("/dev/null")
-            .output()
-            .expect("ptxas runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "{arch}: ptxas failed on {}:\n{stderr}",
-            path.display()
-        );
-        println!("{arch} ptxas -v:\n{}", summarize(&stderr));
+        let usage = kiln_codegen::ptxas::assemble(ptxas, &m.ptx, arch)
+            .unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert_eq!(usage.len(), ks.len(), "{arch}: one report per entry");
+        println!("{arch} ptxas -v:");
+        for u in &usage {
+            assert_eq!(
+                (u.spill_stores, u.spill_loads),
+                (0, 0),
+                "{arch}: {} spills",
+                u.name
+            );
+            println!("  {}: {} registers", u.name, u.registers);
+        }
     }
-    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ptxas_verbose_output_is_parsed() {
+    let s = "ptxas info    : 0 bytes gmem\nptxas info    : Compiling entry function 'kiln_k0_loop' for 'sm_90'\nptxas info    : Function properties for kiln_k0_loop\n    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\nptxas info    : Used 22 registers, used 0 barriers, 384 bytes cmem[0]\n";
+    let u = kiln_codegen::ptxas::parse_usage(s);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].name, "kiln_k0_loop");
+    assert_eq!(
+        (u[0].registers, u[0].spill_stores, u[0].spill_loads),
+        (22, 4, 12)
+    );
 }
