@@ -80,8 +80,9 @@ impl CostModel {
                 let k = inputs.first().and_then(|a| a.shape.last()).map_or(1.0, dim);
                 (bytes_in + bytes_out, 2.0 * out_elems * k.max(1.0), 1.0)
             }
+            // A broadcast reads its (small) operand once and writes the result.
+            Op::Broadcast { .. } => (bytes_in + bytes_out, 0.0, 1.0),
             Op::Permute { .. }
-            | Op::Broadcast { .. }
             | Op::Slice { .. }
             | Op::Concat { .. }
             | Op::Pad { .. }

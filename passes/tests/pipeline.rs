@@ -141,6 +141,30 @@ fn canonicalize_folds_transposes_and_identities() {
         .unwrap();
     assert_eq!(canon.node_count(), 3, "x, 0.25, mul:\n{canon}");
     check_same(&h, &canon, false, 9, 3).unwrap();
+    // A tensor constant whose elements are all equal becomes a scalar that
+    // fuses into kernel bodies.
+    let mut k = Graph::new("splat");
+    let x = k
+        .add_input("x", TensorType::new(DType::F32, shape!["seq", 4]))
+        .unwrap();
+    let three = k
+        .add(
+            Op::Const(kiln_ir::Literal::filled(DType::F32, vec![4], 3.0)),
+            &[],
+        )
+        .unwrap();
+    let m = k.add(Op::Binary(BinaryOp::Mul), &[x, three]).unwrap();
+    k.add_output("y", m).unwrap();
+    let (canon, _) = PassManager::from_names(&["canonicalize"])
+        .unwrap()
+        .run(k.clone(), &PassOptions::default())
+        .unwrap();
+    let tensor_consts = canon
+        .node_ids()
+        .filter(|&n| matches!(&canon.node(n).op, Op::Const(l) if !l.shape.is_empty()))
+        .count();
+    assert_eq!(tensor_consts, 0, "{canon}");
+    check_same(&k, &canon, true, 10, 2).unwrap();
 }
 
 #[test]

@@ -59,6 +59,7 @@ fn generator(rule: &str) -> Option<Gen> {
         "select-const" => select_const,
         "splat-fold" => splat_fold,
         "const-fold" => const_fold,
+        "splat-operand" => splat_operand,
         _ => return None,
     };
     Some(g)
@@ -764,6 +765,33 @@ fn const_fold(r: &mut StdRng) -> Graph {
     };
     let x = g.input(d, vec![Dim::sym("seq"), Dim::from(n)]);
     let y = binary(&mut g, BinaryOp::Mul, x, k);
+    g.out(y);
+    g.finish()
+}
+
+fn splat_operand(r: &mut StdRng) -> Graph {
+    let mut g = G::new("t");
+    let s = shape(r, 1..=3);
+    let d = float_dtype(r);
+    let x = g.input(d, narrower(r, &s));
+    let v = r.random_range(-2.0..2.0);
+    // A rank > 0 splat: a broadcast of a scalar or a filled tensor.
+    let c = if r.random_bool(0.5) {
+        let k = g.scalar(d, v);
+        g.op(Op::Broadcast { shape: s.clone() }, &[k])
+    } else {
+        let k = g.op(Op::Const(Literal::filled(d, vec![1], v)), &[]);
+        let units = vec![Dim::constant(1); s.len()];
+        g.op(Op::Reshape { shape: units }, &[k])
+    };
+    let y = match r.random_range(0..3) {
+        0 => binary(&mut g, BinaryOp::Mul, x, c),
+        1 => binary(&mut g, BinaryOp::Sub, c, x),
+        _ => {
+            let cond = g.op(Op::Compare(CmpOp::Gt), &[x, c]);
+            g.op(Op::Select, &[cond, x, c])
+        }
+    };
     g.out(y);
     g.finish()
 }

@@ -5,7 +5,7 @@
 //! scalar constant that fuses into any kernel body; other small static
 //! values (at most [`crate::analysis::FOLD_LIMIT`] elements) become a literal.
 
-use super::{op_nodes, scalar, splat, ty, Exactness, RuleDef, Stage, Term};
+use super::{fit, op_nodes, scalar, splat, ty, Exactness, RuleDef, Stage, Term};
 use crate::analysis::{tensor_to_literal, KEGraph};
 use egg::Id;
 use kiln_ir::Op;
@@ -18,6 +18,13 @@ pub(super) fn rules() -> Vec<RuleDef> {
             summary: "a value whose elements are all v -> const v (broadcast to its shape)",
             exactness: Exactness::Exact,
             matcher: splat_fold,
+        },
+        RuleDef {
+            name: "splat-operand",
+            stage: Stage::Fold,
+            summary: "an element-wise op's operand that is a splat of rank > 0 -> a rank-0 constant (broadcast after if it set the shape)",
+            exactness: Exactness::Exact,
+            matcher: splat_operand,
         },
         RuleDef {
             name: "const-fold",
@@ -66,4 +73,37 @@ fn const_fold(eg: &KEGraph, id: Id) -> Vec<Term> {
         return Vec::new();
     }
     vec![Term::op(Op::Const(tensor_to_literal(value)), vec![])]
+}
+
+fn splat_operand(eg: &KEGraph, id: Id) -> Vec<Term> {
+    let Some(want) = ty(eg, id) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (op, kids) in op_nodes(eg, id) {
+        if !op.is_elementwise() || kids.len() < 2 {
+            continue;
+        }
+        for (i, &k) in kids.iter().enumerate() {
+            let (Some(v), Some(t)) = (splat(eg, k), ty(eg, k)) else {
+                continue;
+            };
+            if t.rank() == 0 {
+                continue;
+            }
+            let args = kids
+                .iter()
+                .enumerate()
+                .map(|(j, &c)| {
+                    if j == i {
+                        scalar(t.dtype, v)
+                    } else {
+                        Term::Class(c)
+                    }
+                })
+                .collect();
+            out.extend(fit(eg, Term::op(op.clone(), args), want));
+        }
+    }
+    out
 }
