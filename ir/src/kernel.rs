@@ -134,7 +134,11 @@ pub fn check_fused(f: &FusedOp) -> Result<FusionGeometry, FusionError> {
             return Err(fail(format!(
                 "`{}` is not allowed in the body{}",
                 op.name(),
-                if matches!(op, Op::Const(_)) { " (only scalar constants are)" } else { "" }
+                if matches!(op, Op::Const(_)) {
+                    " (only scalar constants are)"
+                } else {
+                    ""
+                }
             )));
         }
     }
@@ -145,7 +149,11 @@ pub fn check_fused(f: &FusedOp) -> Result<FusionGeometry, FusionError> {
                 return Err(fail("results have different shapes".into()));
             }
             let s = &out_shapes[0];
-            let outer = if s.is_empty() { Vec::new() } else { s[..s.len() - 1].to_vec() };
+            let outer = if s.is_empty() {
+                Vec::new()
+            } else {
+                s[..s.len() - 1].to_vec()
+            };
             Ok(FusionGeometry { outer })
         }
         FusionKind::Row => {
@@ -154,13 +162,17 @@ pub fn check_fused(f: &FusedOp) -> Result<FusionGeometry, FusionError> {
             }
             let mut outer: Option<Shape> = None;
             for &n in &reduces {
-                let Op::Reduce { axes, .. } = &g.node(n).op else { unreachable!() };
+                let Op::Reduce { axes, .. } = &g.node(n).op else {
+                    unreachable!()
+                };
                 let operand = g.ty(g.operands(n)[0]).shape.clone();
                 let r = operand.len() - axes.len();
                 let mut sorted = axes.clone();
                 sorted.sort_unstable();
                 if sorted != (r..operand.len()).collect::<Vec<_>>() {
-                    return Err(fail(format!("reduction over {axes:?} is not over the trailing axes")));
+                    return Err(fail(format!(
+                        "reduction over {axes:?} is not over the trailing axes"
+                    )));
                 }
                 let o = operand[..r].to_vec();
                 match &outer {
@@ -197,7 +209,9 @@ pub fn check_fused(f: &FusedOp) -> Result<FusionGeometry, FusionError> {
                     let (from, to) = (&g.node(n).outputs[0].shape, &g.node(user).outputs[0].shape);
                     let is_reduce = matches!(op, Op::Reduce { .. });
                     if !is_reduce
-                        && (from.len() != to.len() || from.len() < outer.len() || from[..outer.len()] != outer[..])
+                        && (from.len() != to.len()
+                            || from.len() < outer.len()
+                            || from[..outer.len()] != outer[..])
                     {
                         return Err(fail(format!(
                             "a reduced value of shape {from:?} reaches `{}` of shape {to:?}; keep the outer dims {outer:?} leading and the rank unchanged",

@@ -42,8 +42,7 @@ enum Command {
 
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut passes = kiln_passes::PassOptions::default();
-    passes.dump = kiln_passes::DumpConfig::from_env();
+    let mut passes = kiln_passes::PassOptions::from_env();
     if let Some(dir) = &cli.dump_dir {
         passes.dump.dir = Some(dir.clone());
         // Codegen reads its dump directory from the environment.

@@ -134,7 +134,8 @@ pub fn run(args: Args, passes: PassOptions) -> anyhow::Result<()> {
             kiln_ir::interp::eval(&graph, &tokens_tensor(prompt), &weights)?["logits"].to_f64_vec();
         let err = kiln_ir::tensor::rel_l2(&compiled, &reference);
         println!("check    compiled vs reference interpreter at seq={prompt_len}: relative L2 error {err:.2e}");
-        if !(err <= 1e-4) {
+        // NaN counts as a failure too.
+        if err.is_nan() || err > 1e-4 {
             bail!("compiled output differs from the reference interpreter (relative L2 {err:.2e} > 1e-4)");
         }
     }
