@@ -360,6 +360,32 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, TypeErr
             shape.push(n.clone());
             one(a.with_shape(shape))
         }
+        Op::UpdateSlice { axis, start } => {
+            arity(op, inputs, 2)?;
+            let (base, upd) = (inputs[0], inputs[1]);
+            check_axis(op, *axis, base.rank())?;
+            if base.dtype != upd.dtype || base.rank() != upd.rank() {
+                return err(op, format!("update {upd} does not fit base {base}"));
+            }
+            for (a, (x, y)) in base.shape.iter().zip(&upd.shape).enumerate() {
+                if a != *axis && x != y {
+                    return err(
+                        op,
+                        format!("update {upd} does not fit base {base} on axis {a}"),
+                    );
+                }
+            }
+            if start.as_const().is_some_and(|s| s < 0) {
+                return err(op, format!("negative start {start}"));
+            }
+            let end = start + &upd.shape[*axis];
+            if let (Some(e), Some(n)) = (end.as_const(), base.shape[*axis].as_const()) {
+                if e > n {
+                    return err(op, format!("update ends at {e}, past the axis size {n}"));
+                }
+            }
+            one(base.clone())
+        }
         Op::Scan(s) => infer_scan(op, s, inputs),
         Op::Fused(f) => {
             let body_inputs = f.body.input_types();

@@ -183,6 +183,15 @@ pub enum Op {
     },
     /// `[.., m, k] x [.., k, n] -> [.., m, n]`, batch dims broadcast.
     MatMul,
+    /// `update_slice(base, update)`: `base` with elements `start..start+len`
+    /// along `axis` replaced by `update` (`len` = update's size on `axis`;
+    /// every other dim equal). How a KV cache takes new entries; when the
+    /// result replaces the base (an in-place output alias) only the updated
+    /// region is written.
+    UpdateSlice {
+        axis: usize,
+        start: Dim,
+    },
     Scan(ScanOp),
     Fused(FusedOp),
 }
@@ -209,6 +218,7 @@ impl Op {
             Op::Pad { .. } => "pad",
             Op::Gather { .. } => "gather",
             Op::MatMul => "matmul",
+            Op::UpdateSlice { .. } => "update_slice",
             Op::Scan(_) => "scan",
             Op::Fused(_) => "fused",
         }

@@ -6,7 +6,7 @@
 mod interp_common;
 use interp_common::*;
 
-use kiln_ir::interp::{eval_with, EvalOptions, Precision};
+use kiln_ir::interp::{eval_with, EvalOptions};
 use kiln_ir::{CmpOp, DType, Dim, Graph, Literal, Op, ReduceOp, Tensor, UnaryOp, Value};
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,17 +24,10 @@ fn check_both(
         .unwrap()
         .remove("y")
         .unwrap();
-    let hi = eval_with(
-        g,
-        &inputs,
-        params,
-        &EvalOptions {
-            precision: Precision::F64,
-        },
-    )
-    .unwrap()
-    .remove("y")
-    .unwrap();
+    let hi = eval_with(g, &inputs, params, &EvalOptions::f64())
+        .unwrap()
+        .remove("y")
+        .unwrap();
     let hi = f64s_of(&hi);
     let e64 = rel_l2(&hi, want);
     assert!(e64 < 1e-12, "{what}: F64 vs hand-written f64: rel L2 {e64}");

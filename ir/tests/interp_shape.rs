@@ -345,3 +345,53 @@ fn const_literals_become_tensors_of_their_dtype() {
     assert_eq!(outs["p"].shape, vec![3, 2]);
     assert_eq!(outs["p"].to_f64_vec()[..2], [f64::NEG_INFINITY; 2]);
 }
+
+/// `update_slice` against a hand-written copy-then-overwrite, on every axis.
+#[test]
+fn update_slice_replaces_exactly_the_region() {
+    use kiln_ir::{interp, Bindings, Op, Tensor};
+    let base: Vec<f32> = (0..24).map(|i| i as f32).collect();
+    let base = Tensor::f32(vec![2, 3, 4], base).unwrap();
+    for axis in 0..3 {
+        let mut ushape = vec![2, 3, 4];
+        ushape[axis] = 1;
+        let n: usize = ushape.iter().product();
+        let upd = Tensor::f32(ushape.clone(), (0..n).map(|i| -1.0 - i as f32).collect()).unwrap();
+        let start = base.shape[axis] - 1;
+        let op = Op::UpdateSlice {
+            axis,
+            start: (start as i64).into(),
+        };
+        let got = interp::eval_op(
+            &op,
+            &[base.clone(), upd.clone()],
+            &Bindings::new(),
+            &Default::default(),
+        )
+        .unwrap()
+        .remove(0);
+        let (b, u) = (base.to_f32_vec(), upd.to_f32_vec());
+        let mut want = b.clone();
+        for i in 0..2 {
+            for j in 0..3 {
+                for k in 0..4 {
+                    let idx = [i, j, k];
+                    if idx[axis] == start {
+                        let mut ui = idx;
+                        ui[axis] = 0;
+                        want[(i * 3 + j) * 4 + k] =
+                            u[(ui[0] * ushape[1] + ui[1]) * ushape[2] + ui[2]];
+                    }
+                }
+            }
+        }
+        assert_eq!(got.to_f32_vec(), want, "axis {axis}");
+    }
+    // An update that does not fit is an error, not a panic.
+    let op = Op::UpdateSlice {
+        axis: 0,
+        start: 2.into(),
+    };
+    let upd = Tensor::f32(vec![1, 3, 4], vec![0.0; 12]).unwrap();
+    assert!(interp::eval_op(&op, &[base, upd], &Bindings::new(), &Default::default()).is_err());
+}

@@ -151,6 +151,7 @@ fn the_generator_covers_every_op() {
         "pad",
         "gather",
         "matmul",
+        "update_slice",
         "scan",
         "fused",
     ];

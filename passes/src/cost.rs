@@ -82,6 +82,8 @@ impl CostModel {
             }
             // A broadcast reads its (small) operand once and writes the result.
             Op::Broadcast { .. } => (bytes_in + bytes_out, 0.0, 1.0),
+            // Writes only the update when done in place.
+            Op::UpdateSlice { .. } => (2.0 * (bytes_in - bytes_out).max(0.0), 0.0, 1.0),
             Op::Permute { .. }
             | Op::Slice { .. }
             | Op::Concat { .. }

@@ -173,6 +173,7 @@ pub fn describe(op: &Op) -> String {
         Op::Permute { perm } => format!("permute{{perm={perm:?}}}"),
         Op::Slice { axis, start, end } => format!("slice{{axis={axis},{start}..{end}}}"),
         Op::Concat { axis } | Op::Gather { axis } => format!("{}{{axis={axis}}}", op.name()),
+        Op::UpdateSlice { axis, start } => format!("update_slice{{axis={axis},start={start}}}"),
         Op::Pad {
             axis,
             low,

@@ -65,6 +65,10 @@ fn concretize<'o>(op: &'o Op, b: &Bindings) -> Result<Cow<'o, Op>, InterpError> 
         Op::Broadcast { shape } => Cow::Owned(Op::Broadcast {
             shape: eval_shape(shape, b)?,
         }),
+        Op::UpdateSlice { axis, start } => Cow::Owned(Op::UpdateSlice {
+            axis: *axis,
+            start: eval_dim(start, b)?,
+        }),
         Op::Slice { axis, start, end } => Cow::Owned(Op::Slice {
             axis: *axis,
             start: eval_dim(start, b)?,
@@ -135,6 +139,9 @@ fn apply_simple(
         Op::Broadcast { .. } => shape_ops::broadcast(a(0), &out)?,
         Op::Slice { axis, start, end } => shape_ops::slice(a(0), *axis, size(start)?, size(end)?)?,
         Op::Concat { axis } => shape_ops::concat(args, *axis)?,
+        Op::UpdateSlice { axis, start } => {
+            shape_ops::update_slice(a(0), a(1), *axis, size(start)?)?
+        }
         Op::Pad {
             axis,
             low,

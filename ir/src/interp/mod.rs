@@ -80,6 +80,10 @@ pub enum Precision {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EvalOptions {
     pub precision: Precision,
+    /// Sizes no input shape determines, given by the caller (`past`, when a
+    /// KV cache is a fixed-capacity buffer and `past` says how much is filled).
+    /// Sizes that inputs do determine are checked against these.
+    pub sizes: Bindings,
 }
 
 impl EvalOptions {
@@ -87,6 +91,7 @@ impl EvalOptions {
     pub fn f64() -> EvalOptions {
         EvalOptions {
             precision: Precision::F64,
+            ..EvalOptions::default()
         }
     }
 }
@@ -220,7 +225,7 @@ fn eval_core(
         });
         found.push((name, t));
     }
-    let mut bindings = Bindings::new();
+    let mut bindings = opts.sizes.clone();
     unify_all(&items, &mut bindings)?;
     let prepared: BTreeMap<String, Cow<'_, Tensor>> = found
         .into_iter()

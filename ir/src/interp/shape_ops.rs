@@ -98,6 +98,43 @@ pub(crate) fn slice(
     Ok(Tensor { shape, data })
 }
 
+/// `update_slice`: `base` with `start..start+len` along `axis` replaced by `update`.
+pub(crate) fn update_slice(
+    base: &Tensor,
+    update: &Tensor,
+    axis: usize,
+    start: usize,
+) -> Result<Tensor, InterpError> {
+    let fits = axis < base.rank()
+        && update.rank() == base.rank()
+        && (0..base.rank()).all(|a| a == axis || base.shape[a] == update.shape[a])
+        && start + update.shape[axis] <= base.shape[axis];
+    if !fits {
+        return Err(InterpError::operands(format!(
+            "update {:?} at {start} on axis {axis} does not fit base {:?}",
+            update.shape, base.shape
+        )));
+    }
+    let (outer, n, inner) = around(&base.shape, axis);
+    let len = update.shape[axis];
+    fn go<T: Elem>(b: &[T], u: &TensorData, dims: [usize; 5]) -> Result<TensorData, InterpError> {
+        let [outer, n, inner, start, len] = dims;
+        let mut out = b.to_vec();
+        let u = view_as::<T>(u, "update")?;
+        for o in 0..outer {
+            let dst = (o * n + start) * inner;
+            out[dst..dst + len * inner].copy_from_slice(&u[o * len * inner..(o + 1) * len * inner]);
+        }
+        Ok(T::wrap(out))
+    }
+    let dims = [outer, n, inner, start, len];
+    let data = with_slice!(&base.data, v => go(v, &update.data, dims)?);
+    Ok(Tensor {
+        shape: base.shape.clone(),
+        data,
+    })
+}
+
 /// The slice at position `i` of `axis`, with the axis removed (a scan step's `x`).
 pub(crate) fn index_axis(x: &Tensor, axis: usize, i: usize) -> Result<Tensor, InterpError> {
     let mut t = slice(x, axis, i, i + 1)?;

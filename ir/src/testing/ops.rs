@@ -141,7 +141,7 @@ impl<'c, 'e, 'd> Builder<'c, 'e, 'd> {
     fn step(&mut self) {
         let bodies = self.depth < self.cfg.max_depth;
         let in_fused = matches!(self.mode, Mode::Fused(_));
-        let kind = self.e.below(20);
+        let kind = self.e.below(21);
         let _ = match kind {
             0 | 1 => self.unary(),
             2 | 3 => self.binary(),
@@ -162,6 +162,7 @@ impl<'c, 'e, 'd> Builder<'c, 'e, 'd> {
             18 if self.mode == Mode::Top && self.cfg.params => self.param(),
             19 if bodies && !in_fused && self.cfg.scan && self.e.chance(1, 2) => self.scan(),
             19 if bodies && !in_fused && self.cfg.fused => self.fused(),
+            20 if !in_fused => self.update_slice(),
             _ => None,
         };
     }
@@ -372,9 +373,30 @@ impl<'c, 'e, 'd> Builder<'c, 'e, 'd> {
         self.add(Op::Broadcast { shape: target }, &[a])
     }
 
+    /// `update_slice(base, f(slice(base)))` at the slice's start: the update
+    /// always fits, with constant or symbolic bounds.
+    fn update_slice(&mut self) -> Option<Value> {
+        let base = self.pick(|t| t.rank() >= 1)?;
+        let axis = self.e.below(self.ty(base).rank());
+        let part = self.slice_on(base, axis)?;
+        let Op::Slice { start, .. } = self.g.node(part.node).op.clone() else {
+            return None;
+        };
+        let update = if self.ty(part).dtype.is_float() && self.e.chance(1, 2) {
+            self.add(Op::Unary(UnaryOp::Neg), &[part])?
+        } else {
+            part
+        };
+        self.add(Op::UpdateSlice { axis, start }, &[base, update])
+    }
+
     fn slice(&mut self) -> Option<Value> {
         let a = self.pick(|t| t.rank() >= 1)?;
         let axis = self.e.below(self.ty(a).rank());
+        self.slice_on(a, axis)
+    }
+
+    fn slice_on(&mut self, a: Value, axis: usize) -> Option<Value> {
         let d = self.ty(a).shape[axis].clone();
         let (seq, past) = (Dim::sym("seq"), Dim::sym("past"));
         let (start, end) = match d.as_const() {

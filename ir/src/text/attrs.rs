@@ -108,7 +108,7 @@ pub(crate) fn classify(name: &str) -> Option<OpName> {
         "const" => OpName::Const,
         "scan" | "fused" => OpName::WithBody,
         "iota" | "select" | "cast" | "reshape" | "permute" | "broadcast" | "slice" | "concat"
-        | "pad" | "gather" | "matmul" => OpName::Plain,
+        | "pad" | "gather" | "matmul" | "update_slice" => OpName::Plain,
         _ if UnaryOp::from_name(name).is_some()
             || BinaryOp::from_name(name).is_some()
             || CmpOp::from_name(name).is_some()
@@ -130,6 +130,7 @@ pub(crate) fn spec(name: &str) -> &'static [(&'static str, AttrKind)] {
         "reshape" | "broadcast" => &[("shape", K::Shape)],
         "permute" => &[("perm", K::Ints)],
         "slice" => &[("axis", K::Int), ("start", K::Dim), ("end", K::Dim)],
+        "update_slice" => &[("axis", K::Int), ("start", K::Dim)],
         "concat" | "gather" => &[("axis", K::Int)],
         "pad" => &[
             ("axis", K::Int),
@@ -169,6 +170,9 @@ pub(crate) fn op_attrs(op: &Op) -> Vec<(&'static str, AttrValue)> {
             ("end", V::Dim(end.clone())),
         ],
         Op::Concat { axis } | Op::Gather { axis } => vec![("axis", V::Int(*axis))],
+        Op::UpdateSlice { axis, start } => {
+            vec![("axis", V::Int(*axis)), ("start", V::Dim(start.clone()))]
+        }
         Op::Pad {
             axis,
             low,
@@ -287,6 +291,10 @@ pub(crate) fn build_op(name: &str, mut a: Attrs, body: Option<Graph>) -> Result<
             },
             "permute" => Op::Permute {
                 perm: a.ints("perm")?,
+            },
+            "update_slice" => Op::UpdateSlice {
+                axis: a.int("axis")?,
+                start: a.dim("start")?,
             },
             "slice" => Op::Slice {
                 axis: a.int("axis")?,

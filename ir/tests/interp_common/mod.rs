@@ -164,8 +164,16 @@ pub fn run_out(
     precision: Precision,
     out: &str,
 ) -> Tensor {
-    let mut outs = eval_with(g, &named(inputs), params, &EvalOptions { precision })
-        .unwrap_or_else(|e| panic!("evaluation failed: {e}"));
+    let mut outs = eval_with(
+        g,
+        &named(inputs),
+        params,
+        &EvalOptions {
+            precision,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("evaluation failed: {e}"));
     outs.remove(out).expect("output exists")
 }
 

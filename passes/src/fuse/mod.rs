@@ -164,6 +164,7 @@ pub fn check_kernel_level(g: &Graph) -> Result<(), PassError> {
             | Op::Const(_)
             | Op::Reshape { .. }
             | Op::MatMul
+            | Op::UpdateSlice { .. }
             | Op::Scan(_) => {}
             Op::Fused(f) => {
                 check_fused(f).map_err(|source| PassError::FusionContract {
