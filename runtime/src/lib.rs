@@ -11,12 +11,16 @@
 //! | [`cpu`] | the CPU executor: grid blocks on a thread pool |
 //! | [`memory`] | aligned host buffers |
 //! | [`error`] | runtime errors |
+//! | [`sampler`] | greedy / temperature / top-k / top-p sampling, seeded |
+//! | [`generate`] | the generation loop over any [`generate::LanguageModel`], streaming |
 
 pub mod cpu;
 pub mod error;
+pub mod generate;
 pub mod memory;
 pub mod plan;
 pub mod planner;
+pub mod sampler;
 
 pub use cpu::{CpuExecutor, CpuKernelFn, ExecOptions, KernelTable};
 pub use error::RuntimeError;
