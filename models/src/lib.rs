@@ -6,8 +6,12 @@
 //! | module | model |
 //! |---|---|
 //! | [`tiny_decoder`] | a small decoder-only transformer (the default of `kiln run`) |
+//! | [`hf`] | loading Hugging Face directories: safetensors, shards, config, tokenizer |
+//! | [`weights`] | the weight store (memory-mapped, lazily converted; a `ParamSource`) |
 
+pub mod hf;
 pub mod tiny_decoder;
+pub mod weights;
 
 use kiln_ir::dsl::BuildError;
 use kiln_ir::{Graph, Tensor};

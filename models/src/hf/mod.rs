@@ -1,0 +1,111 @@
+//! Loading Hugging Face model directories: `config.json`, safetensors
+//! weights (one file or sharded), `tokenizer.json`.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`safetensors`] | the validating, memory-mapping safetensors reader |
+//! | [`writer`] | the safetensors writer |
+//! | [`dtype`] | safetensors dtypes and their conversion to Kiln tensors |
+//! | [`index`] | sharded checkpoints (`model.safetensors.index.json`) |
+//! | [`config`] | `config.json` and the architecture it names |
+//! | [`tokenizer`] | tokenizers, BOS/EOS ids, streaming decode |
+//! | [`error`] | the typed errors |
+//!
+//! The weight store itself is [`crate::weights::Weights`].
+
+pub mod config;
+pub mod dtype;
+pub mod error;
+pub mod index;
+mod json;
+pub mod safetensors;
+mod special;
+pub mod tokenizer;
+pub mod writer;
+
+pub use config::{Architecture, ModelConfig};
+pub use dtype::Dtype;
+pub use error::{
+    ConfigError, ConfigProblem, IndexError, IndexProblem, LoadError, SafetensorsError,
+    SafetensorsProblem, TokenizerError,
+};
+pub use index::ShardIndex;
+pub use safetensors::SafetensorsFile;
+pub use tokenizer::{StreamDecoder, Tokenizer};
+pub use writer::{save_safetensors, save_safetensors_with_metadata, serialize_safetensors};
+
+use crate::weights::Weights;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A loaded model directory.
+#[derive(Debug)]
+pub struct HfModel {
+    pub dir: PathBuf,
+    pub architecture: Architecture,
+    /// `config.json` as parsed JSON, for the architecture's typed config.
+    pub config: Value,
+    pub weights: Weights,
+    /// `tokenizer.json`, when the directory has one.
+    pub tokenizer: Option<Tokenizer>,
+}
+
+/// Loads a model directory: `config.json` (required; its architecture must
+/// be supported), the weights (`model.safetensors.index.json` and its
+/// shards, else `model.safetensors`) and `tokenizer.json` if present (a
+/// present but malformed tokenizer is an error, not skipped).
+pub fn load_dir(dir: impl AsRef<Path>) -> Result<HfModel, LoadError> {
+    let dir = dir.as_ref();
+    if !dir.is_dir() {
+        return Err(LoadError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let config_path = dir.join("config.json");
+    if !config_path.exists() {
+        return Err(LoadError::MissingFile {
+            path: config_path,
+            what: "the model config (config.json)",
+        });
+    }
+    let config = ModelConfig::read(&config_path)?;
+    let weights = load_weights(dir)?;
+    let tokenizer = if dir.join("tokenizer.json").exists() {
+        Some(Tokenizer::from_dir(dir)?)
+    } else {
+        None
+    };
+    Ok(HfModel {
+        dir: dir.to_path_buf(),
+        architecture: config.architecture,
+        config: config.raw,
+        weights,
+        tokenizer,
+    })
+}
+
+/// The weights of a model directory: the sharded index if there is one,
+/// else `model.safetensors`.
+pub fn load_weights(dir: impl AsRef<Path>) -> Result<Weights, LoadError> {
+    let dir = dir.as_ref();
+    let index = dir.join(index::INDEX_FILE);
+    if index.exists() {
+        return Weights::open_sharded(index);
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Weights::open(single);
+    }
+    let pickles = ["pytorch_model.bin", "pytorch_model.bin.index.json"];
+    let hint = match pickles.iter().find(|p| dir.join(p).exists()) {
+        Some(p) => format!(
+            "; found {p}, a PyTorch pickle, which is not loaded (convert it to safetensors)"
+        ),
+        None => String::new(),
+    };
+    Err(LoadError::NoWeights {
+        dir: dir.to_path_buf(),
+        looked_for: format!("{}, model.safetensors", index::INDEX_FILE),
+        hint,
+    })
+}
