@@ -261,44 +261,46 @@ impl Weights {
         let mut missing = Vec::new();
         let mut wrong = Vec::new();
         let mut used = BTreeSet::new();
-        let mut bindings = Bindings::new();
-        let mut bound_by: BTreeMap<String, String> = BTreeMap::new();
+        let mut present = Vec::new();
         for (name, ty) in params {
-            let Some(stored) = self.resolve(name) else {
-                missing.push((name.clone(), ty.clone()));
-                continue;
-            };
-            used.insert(stored.to_string());
-            let e = &self.entries[stored];
-            let dtype = self.loaded_dtype(name).unwrap_or(e.dtype.loaded());
-            let shape_note = match_shape(&ty.shape, &e.shape, &mut bindings);
-            if let Ok(newly) = &shape_note {
-                for s in newly {
-                    bound_by.insert(s.clone(), name.clone());
+            match self.resolve(name) {
+                Some(stored) => {
+                    used.insert(stored.to_string());
+                    present.push((name, ty, &self.entries[stored]));
                 }
+                None => missing.push((name.clone(), ty.clone())),
             }
-            if shape_note.is_err() || dtype != ty.dtype {
-                let note = match &shape_note {
-                    Err(sym) if !sym.is_empty() => {
-                        let value = bindings.get(sym).copied().unwrap_or_default();
-                        let from = bound_by
-                            .get(sym)
-                            .map(|p| format!(" by `{p}`"))
-                            .unwrap_or_default();
-                        Some(format!("`{sym}` was bound to {value}{from}"))
-                    }
-                    _ => None,
-                };
-                wrong.push(WrongTensor {
-                    name: name.clone(),
-                    expected: ty.clone(),
-                    found_shape: e.shape.clone(),
-                    shape_matches: shape_note.is_ok(),
-                    found_dtype: dtype,
-                    stored: e.dtype,
-                    note,
-                });
+        }
+        let (bindings, bound_by) = vote_symbols(
+            present
+                .iter()
+                .map(|(n, ty, e)| (n.as_str(), *ty, e.shape.as_slice())),
+        );
+        for (name, ty, e) in present {
+            let dtype = self.loaded_dtype(name).unwrap_or(e.dtype.loaded());
+            let shape = match_shape(&ty.shape, &e.shape, &bindings);
+            if shape.is_ok() && dtype == ty.dtype {
+                continue;
             }
+            let note = match &shape {
+                Err(sym) if !sym.is_empty() => bindings.get(sym).map(|value| {
+                    let from = bound_by
+                        .get(sym)
+                        .map(|p| format!(" by `{p}`"))
+                        .unwrap_or_default();
+                    format!("`{sym}` was bound to {value}{from}")
+                }),
+                _ => None,
+            };
+            wrong.push(WrongTensor {
+                name: name.clone(),
+                expected: ty.clone(),
+                found_shape: e.shape.clone(),
+                shape_matches: shape.is_ok(),
+                found_dtype: dtype,
+                stored: e.dtype,
+                note,
+            });
         }
         let unused: Vec<String> = self
             .entries
@@ -319,43 +321,64 @@ impl Weights {
     }
 }
 
-/// Matches a declared shape against a stored one. Constant dims must be
-/// equal; a single-symbol dim binds its symbol (or must equal its binding);
-/// other expressions are checked once their symbols are bound. Returns the
-/// symbols newly bound, or on a conflict the symbol at fault (empty when a
-/// constant or the rank differs).
-fn match_shape(
-    declared: &[Dim],
-    found: &[usize],
-    bindings: &mut Bindings,
-) -> Result<Vec<String>, String> {
+/// Values for the size symbols of parameter shapes: each symbol that is a
+/// whole dim takes the value most parameters agree on (ties: the first
+/// parameter by name), so a conflict blames the odd one out. Returns the
+/// bindings and, per symbol, the first parameter that gave its value.
+fn vote_symbols<'a>(
+    params: impl Iterator<Item = (&'a str, &'a TensorType, &'a [usize])>,
+) -> (Bindings, BTreeMap<String, String>) {
+    // symbol -> value -> parameters giving it, in name order
+    let mut votes: BTreeMap<&str, BTreeMap<i64, Vec<&str>>> = BTreeMap::new();
+    for (name, ty, found) in params {
+        if ty.shape.len() != found.len() {
+            continue;
+        }
+        for (d, &n) in ty.shape.iter().zip(found) {
+            if let (Some(sym), Ok(n)) = (d.as_sym(), i64::try_from(n)) {
+                let voters = votes.entry(sym).or_default().entry(n).or_default();
+                if voters.last() != Some(&name) {
+                    voters.push(name);
+                }
+            }
+        }
+    }
+    let mut bindings = Bindings::new();
+    let mut bound_by = BTreeMap::new();
+    for (sym, values) in votes {
+        let best = values
+            .iter()
+            .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.1[0].cmp(a.1[0])));
+        if let Some((&value, voters)) = best {
+            bindings.insert(sym.to_string(), value);
+            bound_by.insert(sym.to_string(), voters[0].to_string());
+        }
+    }
+    (bindings, bound_by)
+}
+
+/// Matches a declared shape against a stored one under fixed bindings
+/// (dims whose symbols are unbound are not checked). On a mismatch, the
+/// symbol at fault, or an empty string when a constant or the rank differs.
+fn match_shape(declared: &[Dim], found: &[usize], bindings: &Bindings) -> Result<(), String> {
     if declared.len() != found.len() {
         return Err(String::new());
     }
-    let mut trial = bindings.clone();
-    let mut newly = Vec::new();
     for (d, &n) in declared.iter().zip(found) {
-        let n = i64::try_from(n).map_err(|_| String::new())?;
-        if let Some(sym) = d.as_sym().filter(|s| !trial.contains_key(*s)) {
-            trial.insert(sym.to_string(), n);
-            newly.push(sym.to_string());
-            continue;
-        }
-        match d.eval(&trial) {
-            Ok(v) if v == n => {}
-            Ok(_) => {
+        match (d.eval(bindings), i64::try_from(n)) {
+            (Ok(v), Ok(n)) if v == n => {}
+            (Ok(_), _) => {
                 return Err(d
                     .symbols()
                     .first()
                     .map(|s| s.to_string())
                     .unwrap_or_default())
             }
-            // An expression with unbound symbols cannot be checked yet.
-            Err(_) => {}
+            // An expression over symbols no dim binds cannot be checked.
+            (Err(_), _) => {}
         }
     }
-    *bindings = trial;
-    Ok(newly)
+    Ok(())
 }
 
 /// What [`Weights::check_against`] found acceptable but worth a warning.

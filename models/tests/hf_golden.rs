@@ -1,0 +1,64 @@
+//! The loader on files written by Hugging Face `transformers` itself
+//! (`tests/golden/`, see its README): every folder loads, the architecture
+//! is detected, dtypes and shapes are as the configs say.
+
+use kiln_models::hf::{self, Architecture, Dtype};
+use std::path::PathBuf;
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden")
+}
+
+#[test]
+fn every_golden_folder_loads() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(golden_dir()).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let m = hf::load_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = if name.starts_with("llama") {
+            Architecture::Llama
+        } else {
+            Architecture::Mamba
+        };
+        assert_eq!(m.architecture, want, "{name}");
+        assert!(m.tokenizer.is_none(), "{name}");
+        let vocab = m.config["vocab_size"].as_u64().unwrap() as usize;
+        let hidden = m.config["hidden_size"].as_u64().unwrap() as usize;
+        let embed = if want == Architecture::Llama {
+            "model.embed_tokens.weight"
+        } else {
+            "backbone.embeddings.weight"
+        };
+        assert_eq!(m.weights.shape(embed), Some(&[vocab, hidden][..]), "{name}");
+        let stored = match name.as_str() {
+            "llama-bf16" => Dtype::BF16,
+            "llama-f16" => Dtype::F16,
+            _ => Dtype::F32,
+        };
+        for n in m.weights.names() {
+            assert_eq!(m.weights.dtype(n), Some(stored), "{name} {n}");
+            let t = m.weights.get(n).unwrap();
+            assert_eq!(t.dtype(), kiln_ir::DType::F32);
+            assert!(
+                t.as_f32().unwrap().iter().all(|x| x.is_finite()),
+                "{name} {n}"
+            );
+        }
+        let tied = m.config["tie_word_embeddings"].as_bool().unwrap_or(false);
+        assert_eq!(
+            m.weights.contains("lm_head.weight"),
+            !tied && want == Architecture::Llama,
+            "{name}"
+        );
+        // The reference outputs are safetensors too.
+        let g = kiln_models::weights::Weights::open(dir.join("golden.safetensors")).unwrap();
+        assert_eq!(g.dtype("tokens"), Some(Dtype::I64));
+        assert_eq!(g.shape("logits"), Some(&[16, vocab][..]));
+        seen += 1;
+    }
+    assert_eq!(seen, 9);
+}
