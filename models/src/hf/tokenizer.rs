@@ -27,8 +27,8 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Loads `tokenizer.json` at `path`; BOS/EOS come from the file itself
-    /// (see [`super::special`]).
+    /// Loads `tokenizer.json` at `path`; BOS/EOS come from the file itself:
+    /// its post-processor template, else conventionally named special tokens.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
