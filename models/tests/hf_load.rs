@@ -102,6 +102,22 @@ fn load_dir_reads_config_weights_and_tokenizer() {
         &w["model.embed_tokens.weight"]
     );
     assert!(m.tokenizer.is_none());
+    // Special ids from the configs alone; generation_config.json wins.
+    assert_eq!(
+        (m.bos_token_id, m.eos_token_ids.as_slice()),
+        (None, &[2][..])
+    );
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"bos_token_id": 1, "eos_token_id": [3, 4]}"#,
+    )
+    .unwrap();
+    let m = hf::load_dir(dir.path()).unwrap();
+    assert_eq!(
+        (m.bos_token_id, m.eos_token_ids.as_slice()),
+        (Some(1), &[3, 4][..])
+    );
+    std::fs::remove_file(dir.join("generation_config.json")).unwrap();
 
     // A tokenizer next to it is loaded, with EOS from config.json.
     let vocab = json!({"<unk>": 0, "a": 1, "</s>": 2});
@@ -118,6 +134,7 @@ fn load_dir_reads_config_weights_and_tokenizer() {
     let t = m.tokenizer.unwrap();
     assert_eq!(t.encode("a a").unwrap(), [1, 1]);
     assert_eq!(t.eos_token_id(), Some(2));
+    assert_eq!(m.eos_token_ids, [2]);
 
     // A malformed tokenizer is an error, not silently skipped.
     std::fs::write(dir.join("tokenizer.json"), "{").unwrap();

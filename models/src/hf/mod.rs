@@ -48,6 +48,18 @@ pub struct HfModel {
     pub weights: Weights,
     /// `tokenizer.json`, when the directory has one.
     pub tokenizer: Option<Tokenizer>,
+    /// BOS id from `generation_config.json`, `config.json`, or the tokenizer.
+    pub bos_token_id: Option<u32>,
+    /// The ids that end generation, from the same sources (may be several).
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl HfModel {
+    /// Checks the weights against a graph's parameters
+    /// ([`Weights::check_against`]).
+    pub fn check(&self, graph: &kiln_ir::Graph) -> Result<crate::weights::CheckReport, LoadError> {
+        self.weights.check_against(&graph.params())
+    }
 }
 
 /// Loads a model directory: `config.json` (required; its architecture must
@@ -70,10 +82,23 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<HfModel, LoadError> {
     }
     let config = ModelConfig::read(&config_path)?;
     let weights = load_weights(dir)?;
-    let tokenizer = if dir.join("tokenizer.json").exists() {
-        Some(Tokenizer::from_dir(dir)?)
+    let (tokenizer, ids) = if dir.join("tokenizer.json").exists() {
+        let t = Tokenizer::from_dir(dir)?;
+        let ids = special::SpecialIds {
+            bos: t.bos_token_id(),
+            eos: t.eos_token_ids().to_vec(),
+        };
+        (Some(t), ids)
     } else {
-        None
+        // Without a tokenizer, the configs alone say which ids are special.
+        let mut ids = special::SpecialIds::default();
+        for file in ["generation_config.json", "config.json"] {
+            let path = dir.join(file);
+            if let Some(json) = special::read_json(&path)? {
+                ids = ids.or(special::from_id_fields(&path, &json)?);
+            }
+        }
+        (None, ids)
     };
     Ok(HfModel {
         dir: dir.to_path_buf(),
@@ -81,6 +106,8 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<HfModel, LoadError> {
         config: config.raw,
         weights,
         tokenizer,
+        bos_token_id: ids.bos,
+        eos_token_ids: ids.eos,
     })
 }
 
