@@ -3,7 +3,7 @@
 use kiln_codegen::{CpuModule, KernelSpec};
 use kiln_ir::interp::ParamSource;
 use kiln_ir::kernel::KernelLaunch;
-use kiln_ir::{Graph, Tensor};
+use kiln_ir::{Bindings, Graph, Tensor};
 use kiln_passes::{PassManager, PassOptions, PassReport};
 use kiln_runtime::{CpuExecutor, CpuKernelFn, ExecOptions, KernelTable, Plan};
 use std::collections::BTreeMap;
@@ -114,12 +114,57 @@ pub fn jit_with_progress(
 }
 
 impl Executable {
-    /// Runs the model on named inputs; returns the named outputs.
+    /// Runs the model on named inputs (every input, state included); returns
+    /// every named output. Sizes are bound from the inputs' shapes.
     pub fn run(
         &mut self,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, KilnError> {
         Ok(self.executor.run(inputs)?)
+    }
+
+    /// [`Executable::run`] with explicit sizes for the symbols no input
+    /// determines (`past` with a fixed-capacity KV cache); see
+    /// [`CpuExecutor::run_with`].
+    pub fn run_with(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+    ) -> Result<BTreeMap<String, Tensor>, KilnError> {
+        Ok(self.executor.run_with(inputs, sizes)?)
+    }
+
+    /// The model's state inputs (KV caches, recurrent states): the inputs
+    /// an output aliases.
+    pub fn state_names(&self) -> Vec<String> {
+        self.executor.state_names()
+    }
+
+    /// Allocates every state zero-filled at its shape under `sizes`
+    /// (e.g. `ctx = 256`).
+    pub fn init_state(&mut self, sizes: &Bindings) -> Result<(), KilnError> {
+        Ok(self.executor.init_state(sizes)?)
+    }
+
+    /// Sets one state to a copy of `value`.
+    pub fn set_state(&mut self, name: &str, value: &Tensor) -> Result<(), KilnError> {
+        Ok(self.executor.set_state(name, value)?)
+    }
+
+    /// A copy of one state.
+    pub fn state(&self, name: &str) -> Result<Tensor, KilnError> {
+        Ok(self.executor.state(name)?)
+    }
+
+    /// One call on the kept state: `inputs` are the non-state inputs, the
+    /// states are read and updated in place; returns the non-aliased
+    /// outputs. See [`CpuExecutor::step`].
+    pub fn step(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+    ) -> Result<BTreeMap<String, Tensor>, KilnError> {
+        Ok(self.executor.step(inputs, sizes)?)
     }
 
     /// The optimized, kernel-level graph.

@@ -4,6 +4,7 @@ use crate::error::CodegenError;
 use crate::fused::emit_fused;
 use crate::matmul::emit_matmul;
 use crate::target::{EmitTarget, Target};
+use crate::update::emit_update_slice;
 use crate::KernelSpec;
 use kiln_ir::infer::infer;
 use kiln_ir::kernel::KernelLaunch;
@@ -65,6 +66,15 @@ pub fn emit_module(
             Op::Fused(f) => emit_fused(&k.name, f, symbols, et)?,
             Op::MatMul => emit_matmul(
                 &k.name,
+                &k.operand_types[0],
+                &k.operand_types[1],
+                symbols,
+                et,
+            )?,
+            Op::UpdateSlice { axis, start } => emit_update_slice(
+                &k.name,
+                *axis,
+                start,
                 &k.operand_types[0],
                 &k.operand_types[1],
                 symbols,

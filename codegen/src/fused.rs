@@ -17,8 +17,8 @@ use kiln_ir::kernel::{check_fused, Grid, GridDim};
 use kiln_ir::{DType, Dim, FusedOp, FusionKind, Op, ReduceOp};
 
 /// Elements of the last dim one `loop` block handles.
-const LOOP_TILE_CPU: i64 = 4096;
-const LOOP_TILE_GPU: i64 = 1024;
+pub(crate) const LOOP_TILE_CPU: i64 = 4096;
+pub(crate) const LOOP_TILE_GPU: i64 = 1024;
 /// Threads of a GPU block: a `loop` block; a `row` block is one warp.
 pub const LOOP_THREADS: u32 = 128;
 pub const ROW_THREADS: u32 = 32;

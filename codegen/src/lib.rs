@@ -18,6 +18,7 @@
 //! | `elemental` | the elemental emitter over fused bodies |
 //! | `fused` | `loop` and `row` fused kernels |
 //! | `matmul` | tiled batched matmul |
+//! | `update` | `update_slice`: the update written into its region of the result |
 //! | `emit` | kernel specs to one MLIR module |
 //! | [`ptxas`] | validating PTX with ptxas (no GPU needed): registers and spills |
 //! | [`driver`] | the stage lists, MLIR parsing, pass running, JIT, PTX extraction (FFI) |
@@ -34,6 +35,7 @@ mod matmul;
 pub mod ptxas;
 mod scalar;
 pub mod target;
+mod update;
 
 pub use error::CodegenError;
 pub use target::{GpuArch, Target};
@@ -41,8 +43,9 @@ pub use target::{GpuArch, Target};
 use kiln_ir::kernel::KernelLaunch;
 use kiln_ir::{Op, TensorType};
 
-/// One kernel to compile: a kernel-level op (`fused` or `matmul`) with the
-/// types of its operands and results. The compiled function is named `name`.
+/// One kernel to compile: a kernel-level op (`fused`, `matmul` or
+/// `update_slice`) with the types of its operands and results. The
+/// compiled function is named `name`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelSpec {
     pub name: String,

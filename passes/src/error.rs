@@ -46,6 +46,13 @@ pub enum PassError {
         op: &'static str,
         place: String,
     },
+    /// A pass failed on the body of a scan (which `fuse` optimizes as a graph of its own).
+    #[error("in the body of the scan {place}: {source}")]
+    InBody {
+        place: String,
+        #[source]
+        source: Box<PassError>,
+    },
     /// Rebuilding a graph failed (a type error while re-adding nodes).
     #[error("pass `{pass}` could not rebuild the graph: {source}")]
     Rebuild {

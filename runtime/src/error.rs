@@ -1,4 +1,4 @@
-//! Runtime errors: each names the input, parameter, kernel or size involved.
+//! Runtime errors: each names the input, parameter, kernel, state or size involved.
 
 use kiln_ir::dim::DimError;
 
@@ -16,6 +16,18 @@ pub enum RuntimeError {
     },
     #[error("input `{name}`: {source}")]
     InputShape { name: String, source: DimError },
+    #[error("size `{name}` is needed but no input shape determines it; give it in the sizes")]
+    MissingSize { name: String },
+    #[error("size `{name}` is given as {value}; sizes cannot be negative")]
+    NegativeSize { name: String, value: i64 },
+    #[error("kernel `{kernel}`: {what} is {value}, past {limit} (sizes {sizes})")]
+    OutOfRange {
+        kernel: String,
+        what: String,
+        value: i64,
+        limit: i64,
+        sizes: String,
+    },
     #[error("missing parameter `{name}` (expected {expected})")]
     MissingParam { name: String, expected: String },
     #[error("parameter `{name}` is {got}, expected {expected}")]
@@ -31,6 +43,22 @@ pub enum RuntimeError {
         name: String,
         compiled: Vec<String>,
         plan: Vec<String>,
+    },
+    #[error("the plan is malformed: {0}")]
+    BadPlan(String),
+    #[error("`{name}` is not a state of the model; its states are: {states}")]
+    NotState { name: String, states: String },
+    #[error("state `{name}` is not initialized; call `init_state` or `set_state` first")]
+    StateNotInitialized { name: String },
+    #[error("input `{name}` is state, kept by the executor; set it with `set_state`, not as an input of `step`")]
+    StateAsInput { name: String },
+    #[error("state `{name}`: {source}")]
+    StateShape { name: String, source: DimError },
+    #[error("state `{name}` is {got}, expected {expected}")]
+    StateType {
+        name: String,
+        got: String,
+        expected: String,
     },
     #[error("sizes: {0}")]
     Size(#[from] DimError),

@@ -6,9 +6,9 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`plan`] | the execution plan: buffers, kernels, steps (plain data) |
-//! | [`planner`] | kernel-level graph → plan, with liveness-based buffer reuse |
-//! | [`cpu`] | the CPU executor: grid blocks on a thread pool |
+//! | [`plan`] | the execution plan: buffers, kernels, steps (launches, copies, scans; plain data) |
+//! | [`planner`] | kernel-level graph → plan: in-place `update_slice`, scan bodies as sub-plans, liveness-based buffer reuse |
+//! | [`cpu`] | the CPU executor: grid blocks on a thread pool, explicit sizes, state kept between calls |
 //! | [`memory`] | aligned host buffers |
 //! | [`error`] | runtime errors |
 //! | [`sampler`] | greedy / temperature / top-k / top-p sampling, seeded |

@@ -55,3 +55,26 @@ impl AlignedBuf {
         bytemuck::cast_slice_mut::<Line, u8>(&mut self.lines).as_mut_ptr()
     }
 }
+
+/// Writes a tensor's elements as little-endian bytes into `dst` (exactly
+/// `numel * dtype size` bytes; `F64` storage is written as f32, its IR
+/// dtype), without allocating.
+pub fn write_tensor(t: &kiln_ir::Tensor, dst: &mut [u8]) {
+    use kiln_ir::TensorData as D;
+    fn put<T: Copy, const N: usize>(v: &[T], dst: &mut [u8], f: impl Fn(T) -> [u8; N]) {
+        for (c, &x) in dst.chunks_exact_mut(N).zip(v) {
+            c.copy_from_slice(&f(x));
+        }
+    }
+    match &t.data {
+        D::F32(v) => put(v, dst, f32::to_le_bytes),
+        D::F16(v) => put(v, dst, |x| x.to_le_bytes()),
+        D::BF16(v) => put(v, dst, |x| x.to_le_bytes()),
+        D::F64(v) => put(v, dst, |x| (x as f32).to_le_bytes()),
+        D::I32(v) => put(v, dst, i32::to_le_bytes),
+        D::I64(v) => put(v, dst, i64::to_le_bytes),
+        D::U8(v) => put(v, dst, |x| [x]),
+        D::I8(v) => put(v, dst, i8::to_le_bytes),
+        D::Bool(v) => put(v, dst, |x| [x as u8]),
+    }
+}

@@ -3,7 +3,7 @@
 
 use kiln_ir::kernel::{Grid, KernelLaunch};
 use kiln_ir::{shape, DType, FusedOp, FusionKind, Graph, Op, Tensor, TensorType, UnaryOp, Value};
-use kiln_runtime::plan::Storage;
+use kiln_runtime::plan::{Step, Storage};
 use kiln_runtime::{plan, CpuExecutor, CpuKernelFn, ExecOptions, KernelTable, RuntimeError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -109,9 +109,14 @@ fn identical_kernels_are_planned_once_and_slots_are_reused() {
     assert_eq!(p.kernels.len(), 2, "neg and exp each compiled once");
     // Step 2 can reuse step 0's slot; `mid` (step 1) lives to the end.
     assert!(p.num_slots <= 3, "{}", p.describe());
-    let slot = |step: usize| match p.buffers[*p.steps[step].args.last().unwrap()].storage {
-        Storage::Temp { slot } => slot,
-        ref s => panic!("{s:?}"),
+    let slot = |step: usize| {
+        let Step::Kernel { args, .. } = &p.steps[step] else {
+            panic!("step {step} is not a launch")
+        };
+        match p.buffers[*args.last().unwrap()].storage {
+            Storage::Temp { slot } => slot,
+            ref s => panic!("{s:?}"),
+        }
     };
     assert_ne!(slot(1), slot(2));
     assert_ne!(slot(2), slot(3));

@@ -1,5 +1,5 @@
 //! Compiled kernels against the reference interpreter (CPU), PTX through
-//! ptxas, and typed errors. One test binary: each links all of LLVM.
+//! ptxas, and typed errors (`update_slice` kernels in `updates.rs`). One test binary: each links all of LLVM.
 
 mod errors;
 mod harness;
@@ -7,6 +7,7 @@ mod loops;
 mod matmuls;
 mod ptx;
 mod rows;
+mod updates;
 
 use kiln_ir::{FusedOp, FusionKind, Graph, Op, TensorType};
 use std::sync::Arc;

@@ -166,6 +166,8 @@ fn kernel_set() -> Vec<KernelSpec> {
     ks.push(mm("mm_f16", DType::F16, &["seq", "24"], &["24", "33"]));
     ks.push(mm("mm_bf16", DType::BF16, &["seq", "24"], &["24", "33"]));
     ks.push(mm("mm_i32", DType::I32, &["seq", "12"], &["12", "10"]));
+    ks.push(crate::updates::update_spec("upd_f32", f, 0));
+    ks.push(crate::updates::update_spec("upd_bf16", DType::BF16, 2));
     ks
 }
 
@@ -185,8 +187,8 @@ fn ptx_assembles_for_sm90_and_sm80() {
     let ks = kernel_set();
     for arch in [GpuArch::Sm90, GpuArch::Sm80] {
         let t0 = std::time::Instant::now();
-        let m =
-            compile_ptx(&ks, &["seq".to_string()], arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let m = compile_ptx(&ks, &["ctx".into(), "past".into(), "seq".into()], arch)
+            .unwrap_or_else(|e| panic!("{arch}: {e}"));
         println!("{arch}: {} kernels to PTX in {:?}", ks.len(), t0.elapsed());
         assert!(!m.ptx.contains("__nv_"), "{arch}: PTX calls libdevice");
         for k in &ks {

@@ -9,12 +9,15 @@
 //! neither can weigh those trade-offs; a walk over the extracted graph can.
 //!
 //! After `fuse` every top-level node is an input, param, constant, reshape
-//! (a view of a buffer), matmul, scan or fused kernel, and every fused kernel
-//! satisfies `kiln_ir::kernel::check_fused` — the pass checks both.
+//! (a view of a buffer), matmul, update_slice, scan or fused kernel, and
+//! every fused kernel satisfies `kiln_ir::kernel::check_fused` — the pass
+//! checks both. Scan bodies are optimized and fused the same way (see
+//! `scan.rs`), so they are kernel-level too.
 
 mod body;
 mod normalize;
 mod partition;
+mod scan;
 
 pub use partition::DUP_LIMIT;
 
@@ -44,9 +47,9 @@ impl Pass for Fuse {
     fn run_with_detail(
         &self,
         graph: Graph,
-        _opts: &PassOptions,
+        opts: &PassOptions,
     ) -> Result<(Graph, String), PassError> {
-        fuse(graph)
+        fuse_with(graph, opts)
     }
 }
 
@@ -57,8 +60,13 @@ fn place(g: &Graph, n: NodeId) -> String {
     }
 }
 
-/// Fuses `graph`; returns the kernel graph and a summary.
-pub fn fuse(mut graph: Graph) -> Result<(Graph, String), PassError> {
+/// Fuses `graph` with default options; returns the kernel graph and a summary.
+pub fn fuse(graph: Graph) -> Result<(Graph, String), PassError> {
+    fuse_with(graph, &PassOptions::default())
+}
+
+/// Fuses `graph`; `opts` drive the optimization of scan bodies.
+pub fn fuse_with(mut graph: Graph, opts: &PassOptions) -> Result<(Graph, String), PassError> {
     let rebuild = |source| PassError::Rebuild { pass: PASS, source };
     // Dead nodes would only become dead kernels.
     graph.remove_dead();
@@ -85,7 +93,7 @@ pub fn fuse(mut graph: Graph) -> Result<(Graph, String), PassError> {
         .enumerate()
         .map(|(i, gr)| (gr.root, i))
         .collect();
-    let (mut loops, mut rows) = (0, 0);
+    let (mut loops, mut rows, mut scans) = (0, 0, 0);
     for &n in &p.order {
         let node = g.node(n);
         if matches!(node.op, Op::Input { .. }) {
@@ -99,7 +107,14 @@ pub fn fuse(mut graph: Graph) -> Result<(Graph, String), PassError> {
                 .into_iter()
                 .map(|v| vmap.get(&v).copied().ok_or_else(|| missing(v)))
                 .collect::<Result<Vec<_>, _>>()?;
-            let id = out.add_node(node.op.clone(), &ops).map_err(rebuild)?;
+            let op = match &node.op {
+                Op::Scan(s) => {
+                    scans += 1;
+                    Op::Scan(scan::fuse_scan(s, opts, &place(g, n))?)
+                }
+                op => op.clone(),
+            };
+            let id = out.add_node(op, &ops).map_err(rebuild)?;
             out.set_loc(id, node.loc.clone());
             for port in 0..node.outputs.len() as u32 {
                 vmap.insert(Value::new(n, port), Value::new(id, port));
@@ -144,7 +159,7 @@ pub fn fuse(mut graph: Graph) -> Result<(Graph, String), PassError> {
     }
     check_kernel_level(&out)?;
     let detail = format!(
-        "{} kernel(s): {rows} row, {loops} loop; {} view(s); {} node(s) recomputed in several kernels; {permuted} reduction(s) made trailing",
+        "{} kernel(s): {rows} row, {loops} loop; {scans} scan bod(ies) fused; {} view(s); {} node(s) recomputed in several kernels; {permuted} reduction(s) made trailing",
         rows + loops,
         p.views.len(),
         p.cloned
@@ -153,8 +168,8 @@ pub fn fuse(mut graph: Graph) -> Result<(Graph, String), PassError> {
 }
 
 /// Checks that `g` is kernel-level: only input, param, const, reshape,
-/// matmul, scan and fused nodes at the top, every fused node within the
-/// fusion contract.
+/// matmul, update_slice, scan and fused nodes at the top, every fused node
+/// within the fusion contract, every scan body kernel-level too.
 pub fn check_kernel_level(g: &Graph) -> Result<(), PassError> {
     for n in g.node_ids() {
         let op = &g.node(n).op;
@@ -164,8 +179,11 @@ pub fn check_kernel_level(g: &Graph) -> Result<(), PassError> {
             | Op::Const(_)
             | Op::Reshape { .. }
             | Op::MatMul
-            | Op::UpdateSlice { .. }
-            | Op::Scan(_) => {}
+            | Op::UpdateSlice { .. } => {}
+            Op::Scan(s) => check_kernel_level(&s.body).map_err(|source| PassError::InBody {
+                place: place(g, n),
+                source: Box::new(source),
+            })?,
             Op::Fused(f) => {
                 check_fused(f).map_err(|source| PassError::FusionContract {
                     pass: PASS,

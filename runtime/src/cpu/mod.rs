@@ -1,20 +1,36 @@
 //! The CPU executor: runs a [`Plan`]'s steps in order, each kernel's grid of
 //! blocks split over a thread pool. Weights and constants are loaded once;
-//! scratch memory lives in arena slots that grow to the largest size seen and
-//! are reused across calls, so steady-state runs allocate nothing but their
-//! outputs.
+//! scratch memory lives in arena slots, and inputs in buffers, that grow to
+//! the largest size seen and are reused across calls, so steady-state runs
+//! allocate nothing but their outputs.
+//!
+//! **Sizes.** The size symbols are bound from the inputs' shapes, starting
+//! from the sizes the caller gives ([`CpuExecutor::run_with`]): a symbol no
+//! input determines (`past`, when a KV cache is a fixed-capacity buffer) must
+//! be given; one an input determines must agree with it.
+//!
+//! **State** (see `state.rs`): inputs aliased by an output — KV caches,
+//! recurrent states — can be kept by the executor between calls of
+//! [`CpuExecutor::step`], which updates them in place.
 
+mod dims;
+mod exec;
 mod ffi;
+mod program;
+mod state;
 
 pub use ffi::{CpuKernelFn, KernelTable};
 
 use crate::error::RuntimeError;
 use crate::memory::AlignedBuf;
 use crate::plan::{BufferId, Plan, Storage};
-use ffi::LaunchArgs;
+use exec::{Kernels, Machine};
+use kiln_ir::dim::DimError;
 use kiln_ir::interp::ParamSource;
 use kiln_ir::kernel::KernelLaunch;
 use kiln_ir::{Bindings, Tensor, TensorType};
+use program::Program;
+use state::StateBuf;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -29,12 +45,27 @@ pub struct ExecOptions {
 pub struct CpuExecutor {
     plan: Plan,
     funcs: Vec<CpuKernelFn>,
-    launches: Vec<KernelLaunch>,
     // Owns the compiled code the function pointers point into.
     _kernels: Arc<dyn KernelTable>,
     resident: HashMap<BufferId, AlignedBuf>,
     arena: Vec<AlignedBuf>,
+    /// The callers' inputs, copied into aligned memory (kernels may use
+    /// vector loads) that the plan may also update in place.
+    inputs: Vec<AlignedBuf>,
+    /// State kept between [`CpuExecutor::step`] calls, per input (`None`
+    /// for inputs that are not state, or not yet initialized).
+    states: Vec<Option<StateBuf>>,
+    is_state: Vec<bool>,
+    program: Program,
+    machine: Machine,
     pool: rayon::ThreadPool,
+}
+
+/// Whether a call reads state inputs from the caller or from the executor.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Run,
+    Step,
 }
 
 fn check_type(t: &Tensor, expected: &TensorType) -> bool {
@@ -76,6 +107,7 @@ impl CpuExecutor {
             funcs.push(f);
             launches.push(launch);
         }
+        let program = Program::compile(&plan, &launches)?;
         let mut resident = HashMap::new();
         for (id, b) in plan.buffers.iter().enumerate() {
             match &b.storage {
@@ -102,7 +134,7 @@ impl CpuExecutor {
                         lit.shape.clone(),
                         &(0..lit.numel()).map(|i| lit.get_f64(i)).collect::<Vec<_>>(),
                     )
-                    .expect("a literal's data matches its shape");
+                    .map_err(|e| RuntimeError::BadPlan(format!("constant b{id}: {e}")))?;
                     resident.insert(id, AlignedBuf::from_bytes(&t.to_bytes()));
                 }
                 _ => {}
@@ -118,11 +150,24 @@ impl CpuExecutor {
             .thread_name(|i| format!("kiln-cpu-{i}"))
             .build()
             .map_err(|e| RuntimeError::ThreadPool(e.to_string()))?;
+        let mut is_state = vec![false; plan.inputs.len()];
+        for i in plan.state_inputs() {
+            is_state[i] = true;
+        }
         Ok(CpuExecutor {
             arena: vec![AlignedBuf::default(); plan.num_slots],
+            inputs: vec![AlignedBuf::default(); plan.inputs.len()],
+            states: (0..plan.inputs.len()).map(|_| None).collect(),
+            is_state,
+            machine: Machine::new(
+                plan.buffers.len(),
+                plan.symbols.len(),
+                plan.kernels.len(),
+                plan.num_slots,
+            ),
+            program,
             plan,
             funcs,
-            launches,
             _kernels: kernels,
             resident,
             pool,
@@ -137,148 +182,291 @@ impl CpuExecutor {
         self.pool.current_num_threads()
     }
 
-    /// Binds the size symbols from the inputs' shapes, checking dtypes and ranks.
-    fn bind(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Bindings, RuntimeError> {
-        for name in inputs.keys() {
-            if !self.plan.inputs.iter().any(|i| &i.name == name) {
-                let known: Vec<String> = self
-                    .plan
-                    .inputs
-                    .iter()
-                    .map(|i| format!("{}: {}", i.name, i.ty))
-                    .collect();
-                return Err(RuntimeError::UnknownInput {
-                    name: name.clone(),
-                    known: known.join(", "),
-                });
-            }
-        }
-        let mut bindings = Bindings::new();
-        // Two rounds: single-symbol dims first, so `past+seq` can be solved after.
-        for round in 0..2 {
-            for pi in &self.plan.inputs {
-                let t = inputs
-                    .get(&pi.name)
-                    .ok_or_else(|| RuntimeError::MissingInput {
-                        name: pi.name.clone(),
-                        expected: pi.ty.to_string(),
-                    })?;
-                if !check_type(t, &pi.ty) {
-                    return Err(RuntimeError::InputType {
-                        name: pi.name.clone(),
-                        got: format!("{}{:?}", t.dtype(), t.shape),
-                        expected: pi.ty.to_string(),
-                    });
-                }
-                for (d, &actual) in pi.ty.shape.iter().zip(&t.shape) {
-                    let simple = d.symbols().len() <= 1;
-                    if (round == 0) != simple {
-                        continue;
-                    }
-                    d.unify(actual as i64, &mut bindings).map_err(|source| {
-                        RuntimeError::InputShape {
-                            name: pi.name.clone(),
-                            source,
-                        }
-                    })?;
-                }
-            }
-        }
-        Ok(bindings)
-    }
-
-    /// Runs the plan on `inputs` (by name) and returns the outputs by name.
+    /// Runs the plan on `inputs` (by name, every input of the plan) and
+    /// returns the outputs by name. The sizes are bound from the inputs'
+    /// shapes alone.
     pub fn run(
         &mut self,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
-        let bindings = self.bind(inputs)?;
-        let sizes = self.plan.sizes(&bindings)?;
-        for (slot, bytes) in self.plan.slot_bytes(&bindings)?.into_iter().enumerate() {
-            self.arena[slot].ensure(bytes);
+        self.run_with(inputs, &Bindings::new())
+    }
+
+    /// [`CpuExecutor::run`] with sizes given explicitly: `sizes` binds the
+    /// symbols no input shape determines (`past` for a fixed-capacity KV
+    /// cache) and must agree with those the inputs do determine. A size
+    /// that is neither given nor determined is
+    /// [`RuntimeError::MissingSize`]. Names in `sizes` the plan does not
+    /// use are ignored. State inputs are taken from `inputs` like any other
+    /// (the executor's kept state is neither read nor changed).
+    pub fn run_with(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        self.execute(Mode::Run, inputs, sizes)
+    }
+
+    /// The shape of input `i`'s tensor for this call.
+    fn input_shape<'a>(
+        &'a self,
+        mode: Mode,
+        i: usize,
+        inputs: &'a BTreeMap<String, Tensor>,
+    ) -> &'a [usize] {
+        if mode == Mode::Step && self.is_state[i] {
+            return self.states[i].as_ref().map_or(&[], |s| &s.shape);
         }
-        // Inputs are copied into aligned memory: kernels may use aligned vector loads.
-        let mut input_bufs: Vec<AlignedBuf> = self
-            .plan
-            .inputs
-            .iter()
-            .map(|pi| AlignedBuf::from_bytes(&inputs[&pi.name].to_bytes()))
-            .collect();
-        let ptrs = self.buffer_pointers(&mut input_bufs);
-        for step in &self.plan.steps {
-            let func = self.funcs[step.kernel];
-            let launch = &self.launches[step.kernel];
-            let blocks = launch.grid.num_blocks(&bindings)?;
-            if blocks == 0 {
+        inputs
+            .get(&self.plan.inputs[i].name)
+            .map_or(&[], |t| &t.shape)
+    }
+
+    /// Checks the inputs are exactly the plan's (less the state in step
+    /// mode) with the right dtypes and ranks.
+    fn check_inputs(
+        &self,
+        mode: Mode,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<(), RuntimeError> {
+        for name in inputs.keys() {
+            match self.plan.inputs.iter().position(|i| &i.name == name) {
+                None => {
+                    let known: Vec<String> = self
+                        .plan
+                        .inputs
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| mode == Mode::Run || !self.is_state[*k])
+                        .map(|(_, i)| format!("{}: {}", i.name, i.ty))
+                        .collect();
+                    return Err(RuntimeError::UnknownInput {
+                        name: name.clone(),
+                        known: known.join(", "),
+                    });
+                }
+                Some(i) if mode == Mode::Step && self.is_state[i] => {
+                    return Err(RuntimeError::StateAsInput { name: name.clone() })
+                }
+                Some(_) => {}
+            }
+        }
+        for (i, pi) in self.plan.inputs.iter().enumerate() {
+            if mode == Mode::Step && self.is_state[i] {
+                if self.states[i].is_none() {
+                    return Err(RuntimeError::StateNotInitialized {
+                        name: pi.name.clone(),
+                    });
+                }
                 continue;
             }
-            let args: Vec<*mut u8> = step.args.iter().map(|&a| ptrs[a]).collect();
-            let call = LaunchArgs {
-                func,
-                args: &args,
-                sizes: &sizes,
-            };
-            let threads = self.pool.current_num_threads();
-            if threads <= 1 || blocks == 1 {
-                call.run_blocks(0, blocks);
-            } else {
-                // A few chunks per thread for balance; contiguous ranges for locality.
-                let chunks = (threads * 4).min(blocks);
-                self.pool.scope(|s| {
-                    for c in 0..chunks {
-                        let (b0, b1) = (blocks * c / chunks, blocks * (c + 1) / chunks);
-                        let call = &call;
-                        s.spawn(move |_| call.run_blocks(b0, b1));
-                    }
+            let t = inputs
+                .get(&pi.name)
+                .ok_or_else(|| RuntimeError::MissingInput {
+                    name: pi.name.clone(),
+                    expected: pi.ty.to_string(),
+                })?;
+            if !check_type(t, &pi.ty) || t.data.len() != t.shape.iter().product::<usize>() {
+                return Err(RuntimeError::InputType {
+                    name: pi.name.clone(),
+                    got: format!("{}{:?}", t.dtype(), t.shape),
+                    expected: pi.ty.to_string(),
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Binds every symbol: given sizes first, then the inputs' (and in step
+    /// mode the states') shapes.
+    fn bind(
+        &mut self,
+        mode: Mode,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+    ) -> Result<(), RuntimeError> {
+        let mut vals = std::mem::take(&mut self.machine.sizes);
+        let mut known = std::mem::take(&mut self.machine.known);
+        vals.fill(0);
+        known.fill(false);
+        for (k, name) in self.plan.symbols.iter().enumerate() {
+            if let Some(&v) = sizes.get(name) {
+                if v < 0 {
+                    return Err(RuntimeError::NegativeSize {
+                        name: name.clone(),
+                        value: v,
+                    });
+                }
+                vals[k] = v;
+                known[k] = true;
+            }
+        }
+        let this = &*self;
+        let items = (0..this.plan.inputs.len()).map(|i| {
+            (
+                this.plan.inputs[i].name.as_str(),
+                this.program.input_dims[i].as_slice(),
+                this.input_shape(mode, i, inputs),
+            )
+        });
+        let wrap = |name: &str, source: DimError| {
+            let state = mode == Mode::Step
+                && this
+                    .plan
+                    .inputs
+                    .iter()
+                    .position(|i| i.name == name)
+                    .is_some_and(|i| this.is_state[i]);
+            let name = name.to_string();
+            if state {
+                RuntimeError::StateShape { name, source }
+            } else {
+                RuntimeError::InputShape { name, source }
+            }
+        };
+        let r = dims::bind_all(items, &mut vals, &mut known, wrap);
+        if r.is_ok() {
+            if let Some(k) = known.iter().position(|k| !k) {
+                let name = self.plan.symbols[k].clone();
+                self.machine.sizes = vals;
+                self.machine.known = known;
+                return Err(RuntimeError::MissingSize { name });
+            }
+        }
+        self.machine.sizes = vals;
+        self.machine.known = known;
+        r
+    }
+
+    /// Evaluates buffer sizes, grids and range checks under the bound sizes
+    /// and grows the arena.
+    fn size_everything(&mut self) -> Result<(), RuntimeError> {
+        let m = &mut self.machine;
+        for (b, numel) in self.program.numel.iter().enumerate() {
+            let n = numel.eval_usize(&m.sizes)?;
+            let sz = self.plan.buffers[b].ty.dtype.size_bytes();
+            m.bytes[b] = n
+                .checked_mul(sz)
+                .ok_or_else(|| DimError::Overflow(numel.dim().to_string()))?;
+        }
+        for (k, grid) in self.program.grids.iter().enumerate() {
+            m.blocks[k] = m.grid_blocks(grid)?;
+        }
+        for g in &self.program.guards {
+            let (v, l) = (g.value.eval(&m.sizes)?, g.limit.eval(&m.sizes)?);
+            if v > l {
+                let sizes: Vec<String> = self
+                    .plan
+                    .symbols
+                    .iter()
+                    .zip(&m.sizes)
+                    .map(|(s, v)| format!("{s}={v}"))
+                    .collect();
+                return Err(RuntimeError::OutOfRange {
+                    kernel: self.plan.kernels[g.kernel].name.clone(),
+                    what: g.what.clone(),
+                    value: v,
+                    limit: l,
+                    sizes: sizes.join(", "),
+                });
+            }
+        }
+        m.slot_bytes.fill(0);
+        for (b, buf) in self.plan.buffers.iter().enumerate() {
+            if let Storage::Temp { slot } = buf.storage {
+                m.slot_bytes[slot] = m.slot_bytes[slot].max(m.bytes[b]);
+            }
+        }
+        for (slot, &bytes) in m.slot_bytes.iter().enumerate() {
+            self.arena[slot].ensure(bytes);
+        }
+        Ok(())
+    }
+
+    /// One call: check and bind, copy the caller's inputs in, point every
+    /// buffer at its memory, run the steps, read the outputs (all of them
+    /// in run mode; the non-aliased ones in step mode, after which the
+    /// aliased ones are written back into the state).
+    fn execute(
+        &mut self,
+        mode: Mode,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        self.check_inputs(mode, inputs)?;
+        self.bind(mode, inputs, sizes)?;
+        self.size_everything()?;
+        for (i, pi) in self.plan.inputs.iter().enumerate() {
+            if mode == Mode::Step && self.is_state[i] {
+                continue;
+            }
+            let n = self.machine.bytes[self.program.input_buf[i]];
+            let buf = &mut self.inputs[i];
+            buf.ensure(n);
+            crate::memory::write_tensor(&inputs[&pi.name], &mut buf.as_bytes_mut()[..n]);
+        }
+        self.point_buffers(mode);
+        let kernels = Kernels {
+            funcs: &self.funcs,
+            pool: &self.pool,
+        };
+        exec::run_steps(&mut self.program.steps, &mut self.machine, &kernels)?;
         let mut out = BTreeMap::new();
-        for o in &self.plan.outputs {
-            let ty = &self.plan.buffers[o.buffer].ty;
-            let shape = ty.eval_shape(&bindings)?;
-            let bytes = self.buffer_bytes(o.buffer, &input_bufs, &bindings)?;
-            let t = Tensor::from_bytes(ty.dtype, shape, bytes).expect("buffer sized for its type");
+        for (o, dims) in self.plan.outputs.iter().zip(&self.program.output_dims) {
+            if mode == Mode::Step && o.alias.is_some() {
+                continue;
+            }
+            let shape = dims
+                .iter()
+                .map(|d| d.eval_usize(&self.machine.sizes))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bytes = self.buffer_bytes(mode, o.buffer);
+            let t = Tensor::from_bytes(self.plan.buffers[o.buffer].ty.dtype, shape, bytes)
+                .map_err(|e| RuntimeError::BadPlan(format!("output `{}`: {e}", o.name)))?;
             out.insert(o.name.clone(), t);
+        }
+        if mode == Mode::Step {
+            self.write_back();
         }
         Ok(out)
     }
 
-    /// A pointer per plan buffer (views share their root's pointer).
-    fn buffer_pointers(&mut self, inputs: &mut [AlignedBuf]) -> Vec<*mut u8> {
-        let n = self.plan.buffers.len();
-        let mut ptrs = vec![std::ptr::null_mut(); n];
-        for (id, ptr) in ptrs.iter_mut().enumerate() {
+    /// Fills the pointer table: every buffer at its root's memory (bound
+    /// buffers are pointed by their scan).
+    fn point_buffers(&mut self, mode: Mode) {
+        for id in 0..self.plan.buffers.len() {
             let root = self.plan.root(id);
-            *ptr = match &self.plan.buffers[root].storage {
-                Storage::Input(i) => inputs[*i].as_mut_ptr(),
+            let p = match &self.plan.buffers[root].storage {
+                Storage::Input(i) => match (&mut self.states[*i], mode) {
+                    (Some(s), Mode::Step) if self.is_state[*i] => s.buf.as_mut_ptr(),
+                    _ => self.inputs[*i].as_mut_ptr(),
+                },
                 Storage::Param(_) | Storage::Const(_) => self
                     .resident
                     .get_mut(&root)
                     .expect("resident buffers are loaded at construction")
                     .as_mut_ptr(),
                 Storage::Temp { slot } => self.arena[*slot].as_mut_ptr(),
+                Storage::Bound => std::ptr::null_mut(),
                 Storage::View { .. } => unreachable!("root() follows views"),
             };
+            self.machine.ptrs.0[id] = p;
         }
-        ptrs
     }
 
-    fn buffer_bytes<'a>(
-        &'a self,
-        id: BufferId,
-        inputs: &'a [AlignedBuf],
-        bindings: &Bindings,
-    ) -> Result<&'a [u8], RuntimeError> {
-        let ty = &self.plan.buffers[id].ty;
-        let len = ty.numel().eval_usize(bindings)? * ty.dtype.size_bytes();
+    /// The bytes of a top-level buffer after a run.
+    fn buffer_bytes(&self, mode: Mode, id: BufferId) -> &[u8] {
+        let len = self.machine.bytes[id];
         let root = self.plan.root(id);
         let all = match &self.plan.buffers[root].storage {
-            Storage::Input(i) => inputs[*i].as_bytes(),
+            Storage::Input(i) => match &self.states[*i] {
+                Some(s) if mode == Mode::Step && self.is_state[*i] => s.buf.as_bytes(),
+                _ => self.inputs[*i].as_bytes(),
+            },
             Storage::Param(_) | Storage::Const(_) => self.resident[&root].as_bytes(),
             Storage::Temp { slot } => self.arena[*slot].as_bytes(),
-            Storage::View { .. } => unreachable!("root() follows views"),
+            Storage::View { .. } | Storage::Bound => &[],
         };
-        Ok(&all[..len])
+        &all[..len]
     }
 }

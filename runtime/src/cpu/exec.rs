@@ -1,0 +1,174 @@
+//! Running a compiled program: kernel launches split over the thread pool,
+//! copies, and scans (rebinding the body's buffers on each iteration).
+//!
+//! Nothing here allocates: every table is sized when the executor is built
+//! and refilled per run.
+
+use super::dims::SymDim;
+use super::ffi::{
+    copy_bytes, gather_slice, scatter_slice, CpuKernelFn, LaunchArgs, PtrVec, Strided,
+};
+use super::program::{RtScan, RtStep};
+use crate::error::RuntimeError;
+use rayon::prelude::*;
+
+/// Per-run state: buffer addresses and sizes, the size values, each
+/// kernel's block count, and scratch for argument lists.
+#[derive(Default)]
+pub(crate) struct Machine {
+    pub ptrs: PtrVec,
+    /// Values of the plan's symbols, in order (the kernels' `sizes`).
+    pub sizes: Vec<i64>,
+    pub known: Vec<bool>,
+    /// Bytes of each buffer.
+    pub bytes: Vec<usize>,
+    /// Blocks of each kernel's grid.
+    pub blocks: Vec<usize>,
+    /// Bytes each arena slot needs.
+    pub slot_bytes: Vec<usize>,
+    args: PtrVec,
+}
+
+/// What launches need besides the machine.
+pub(crate) struct Kernels<'a> {
+    pub funcs: &'a [CpuKernelFn],
+    pub pool: &'a rayon::ThreadPool,
+}
+
+impl Machine {
+    pub fn new(n_buffers: usize, n_symbols: usize, n_kernels: usize, n_slots: usize) -> Machine {
+        Machine {
+            ptrs: PtrVec(vec![std::ptr::null_mut(); n_buffers]),
+            sizes: vec![0; n_symbols],
+            known: vec![false; n_symbols],
+            bytes: vec![0; n_buffers],
+            blocks: vec![0; n_kernels],
+            slot_bytes: vec![0; n_slots],
+            args: PtrVec(Vec::new()),
+        }
+    }
+
+    /// Blocks of a grid under the current sizes.
+    pub fn grid_blocks(&self, grid: &[(SymDim, usize)]) -> Result<usize, RuntimeError> {
+        let mut n: usize = 1;
+        for (extent, tile) in grid {
+            let e = extent.eval_usize(&self.sizes)?;
+            n = n
+                .checked_mul(e.div_ceil(*tile))
+                .ok_or_else(|| kiln_ir::dim::DimError::Overflow(extent.dim().to_string()))?;
+        }
+        Ok(n)
+    }
+}
+
+/// Runs `steps` in order.
+pub(crate) fn run_steps(
+    steps: &mut [RtStep],
+    m: &mut Machine,
+    k: &Kernels,
+) -> Result<(), RuntimeError> {
+    for step in steps {
+        match step {
+            RtStep::Kernel { kernel, args } => {
+                let blocks = m.blocks[*kernel];
+                if blocks == 0 {
+                    continue;
+                }
+                m.args.0.clear();
+                m.args.0.extend(args.iter().map(|&a| m.ptrs.0[a]));
+                launch(k, k.funcs[*kernel], &m.args.0, &m.sizes, blocks);
+            }
+            RtStep::Copy { from, to } => {
+                copy_bytes(m.ptrs.0[*from], m.ptrs.0[*to], m.bytes[*to]);
+            }
+            RtStep::Scan(s) => run_scan(s, m, k)?,
+        }
+    }
+    Ok(())
+}
+
+/// Splits `blocks` over the pool: a few contiguous chunks per thread.
+fn launch(k: &Kernels, func: CpuKernelFn, args: &[*mut u8], sizes: &[i64], blocks: usize) {
+    let call = LaunchArgs { func, args, sizes };
+    let threads = k.pool.current_num_threads();
+    if threads <= 1 || blocks == 1 {
+        call.run_blocks(0, blocks);
+        return;
+    }
+    let chunks = (threads * 4).min(blocks);
+    k.pool.install(|| {
+        (0..chunks).into_par_iter().for_each(|c| {
+            call.run_blocks(blocks * c / chunks, blocks * (c + 1) / chunks);
+        })
+    });
+}
+
+/// A scan: carries double-buffered between the result and the spare,
+/// slices of contiguous sequences read and written in place (a pointer
+/// offset), others gathered/scattered through staging.
+fn run_scan(s: &mut RtScan, m: &mut Machine, k: &Kernels) -> Result<(), RuntimeError> {
+    let len = s.length.eval_usize(&m.sizes)?;
+    for (i, c) in s.carries.iter().enumerate() {
+        copy_bytes(m.ptrs.0[c.init], m.ptrs.0[c.result], m.bytes[c.result]);
+        s.cur.0[i] = m.ptrs.0[c.result];
+        s.next.0[i] = m.ptrs.0[c.spare];
+    }
+    for &(outer, body) in &s.invariants {
+        m.ptrs.0[body] = m.ptrs.0[outer];
+    }
+    for (i, x) in s.xs.iter().chain(&s.ys).enumerate() {
+        s.before[i] = x.before.eval_usize(&m.sizes)?;
+    }
+    let nx = s.xs.len();
+    for step in 0..len {
+        let t = if s.reverse { len - 1 - step } else { step };
+        for (i, c) in s.carries.iter().enumerate() {
+            m.ptrs.0[c.input] = s.cur.0[i];
+            m.ptrs.0[c.output] = s.next.0[i];
+        }
+        for (i, x) in s.xs.iter().chain(&s.ys).enumerate() {
+            let inner = m.bytes[x.body];
+            let outer = m.ptrs.0[x.outer];
+            m.ptrs.0[x.body] = match (s.before[i], x.staging) {
+                (1, _) | (_, None) => outer.wrapping_add(t * inner),
+                (before, Some(st)) => {
+                    let staging = m.ptrs.0[st];
+                    if i < nx {
+                        gather_slice(outer, staging, strided(before, len, inner), t);
+                    }
+                    staging
+                }
+            };
+        }
+        for &(view, root) in &s.views {
+            m.ptrs.0[view] = m.ptrs.0[root];
+        }
+        run_steps(&mut s.body, m, k)?;
+        for (i, y) in s.ys.iter().enumerate() {
+            let before = s.before[nx + i];
+            if let (true, Some(st)) = (before != 1, y.staging) {
+                let inner = m.bytes[y.body];
+                scatter_slice(
+                    m.ptrs.0[st],
+                    m.ptrs.0[y.outer],
+                    strided(before, len, inner),
+                    t,
+                );
+            }
+        }
+        std::mem::swap(&mut s.cur, &mut s.next);
+    }
+    for (i, c) in s.carries.iter().enumerate() {
+        copy_bytes(s.cur.0[i], m.ptrs.0[c.result], m.bytes[c.result]);
+    }
+    Ok(())
+}
+
+/// `before` runs of a slice of `bytes` bytes.
+fn strided(before: usize, len: usize, bytes: usize) -> Strided {
+    Strided {
+        outer: before,
+        len,
+        inner: bytes.checked_div(before).unwrap_or(0),
+    }
+}

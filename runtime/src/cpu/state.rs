@@ -1,0 +1,177 @@
+//! State kept by the executor between calls: KV caches and recurrent
+//! states, i.e. the inputs that an output aliases (`alias: Some(input)`).
+//!
+//! ```text
+//! exe.init_state(&sizes)?;            // each state zero-filled at its shape (e.g. ctx = 256)
+//! let out = exe.step(&prompt, &{past: 0})?;   // prefill
+//! let out = exe.step(&token, &{past: n})?;    // decode, again and again
+//! ```
+//!
+//! In [`CpuExecutor::step`] a state input is read from the executor's
+//! buffer and its aliased output is written back into that buffer. When
+//! the output is an `update_slice` chain on that same state (a KV cache
+//! taking new entries), the planner has made it update the buffer in place:
+//! no copy at all. Otherwise the output is copied into the buffer after
+//! every step has run, when nothing reads the old state any more. Steady
+//! state allocates nothing but the returned outputs.
+
+use super::{CpuExecutor, Mode};
+use crate::error::RuntimeError;
+use crate::memory::{write_tensor, AlignedBuf};
+use crate::plan::Storage;
+use kiln_ir::{Bindings, Tensor};
+use std::collections::BTreeMap;
+
+/// One state's buffer and concrete shape.
+pub(crate) struct StateBuf {
+    pub shape: Vec<usize>,
+    pub buf: AlignedBuf,
+}
+
+impl CpuExecutor {
+    /// The names of the state inputs (inputs some output aliases), in
+    /// input order.
+    pub fn state_names(&self) -> Vec<String> {
+        self.plan
+            .inputs
+            .iter()
+            .zip(&self.is_state)
+            .filter(|(_, s)| **s)
+            .map(|(i, _)| i.name.clone())
+            .collect()
+    }
+
+    fn state_index(&self, name: &str) -> Result<usize, RuntimeError> {
+        self.plan
+            .inputs
+            .iter()
+            .position(|i| i.name == name)
+            .filter(|&i| self.is_state[i])
+            .ok_or_else(|| RuntimeError::NotState {
+                name: name.to_string(),
+                states: self.state_names().join(", "),
+            })
+    }
+
+    /// Allocates every state zero-filled at its declared shape under
+    /// `sizes` (e.g. `ctx = 256` for a cache `f32[ctx, heads, dim]`);
+    /// replaces any state held. A symbol of a state's shape missing from
+    /// `sizes` is [`RuntimeError::StateShape`].
+    pub fn init_state(&mut self, sizes: &Bindings) -> Result<(), RuntimeError> {
+        let mut fresh = Vec::new();
+        for (i, pi) in self.plan.inputs.iter().enumerate() {
+            if !self.is_state[i] {
+                continue;
+            }
+            let shape = pi
+                .ty
+                .eval_shape(sizes)
+                .map_err(|source| RuntimeError::StateShape {
+                    name: pi.name.clone(),
+                    source,
+                })?;
+            let bytes = shape.iter().product::<usize>() * pi.ty.dtype.size_bytes();
+            fresh.push((
+                i,
+                StateBuf {
+                    shape,
+                    buf: AlignedBuf::zeroed(bytes),
+                },
+            ));
+        }
+        for (i, s) in fresh {
+            self.states[i] = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Sets state `name` to a copy of `value` (checked against the state's
+    /// dtype, rank and constant dims).
+    pub fn set_state(&mut self, name: &str, value: &Tensor) -> Result<(), RuntimeError> {
+        let i = self.state_index(name)?;
+        let ty = &self.plan.inputs[i].ty;
+        let mismatch = || RuntimeError::StateType {
+            name: name.to_string(),
+            got: format!("{}{:?}", value.dtype(), value.shape),
+            expected: ty.to_string(),
+        };
+        let n: usize = value.shape.iter().product();
+        if value.dtype() != ty.dtype || value.rank() != ty.rank() || value.data.len() != n {
+            return Err(mismatch());
+        }
+        let mut b = Bindings::new();
+        kiln_ir::types::bind_symbols([(ty.shape.as_slice(), value.shape.as_slice())], &mut b)
+            .map_err(|source| RuntimeError::StateShape {
+                name: name.to_string(),
+                source,
+            })?;
+        let bytes = n * ty.dtype.size_bytes();
+        let state = match self.states[i].take() {
+            Some(s) if s.buf.len() == bytes => StateBuf {
+                shape: value.shape.clone(),
+                buf: s.buf,
+            },
+            _ => StateBuf {
+                shape: value.shape.clone(),
+                buf: AlignedBuf::zeroed(bytes),
+            },
+        };
+        let state = self.states[i].insert(state);
+        write_tensor(value, state.buf.as_bytes_mut());
+        Ok(())
+    }
+
+    /// A copy of state `name`.
+    pub fn state(&self, name: &str) -> Result<Tensor, RuntimeError> {
+        let i = self.state_index(name)?;
+        let s = self.states[i]
+            .as_ref()
+            .ok_or_else(|| RuntimeError::StateNotInitialized {
+                name: name.to_string(),
+            })?;
+        Tensor::from_bytes(
+            self.plan.inputs[i].ty.dtype,
+            s.shape.clone(),
+            s.buf.as_bytes(),
+        )
+        .map_err(|e| RuntimeError::BadPlan(format!("state `{name}`: {e}")))
+    }
+
+    /// Runs one call on the kept state: `inputs` are the non-state inputs;
+    /// each state input reads the executor's buffer, and each aliased
+    /// output is written back into it (in place when the planner could).
+    /// Returns the non-aliased outputs. `sizes` as in
+    /// [`CpuExecutor::run_with`] (e.g. `past`, the positions of a cache
+    /// already filled); state shapes bind symbols like input shapes.
+    pub fn step(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        self.execute(Mode::Step, inputs, sizes)
+    }
+
+    /// After a step: copies each aliased output that does not already live
+    /// in its state's buffer into it. Its source is scratch or a weight
+    /// (the planner copies values living in other inputs out first), never
+    /// another state, so the order does not matter.
+    pub(super) fn write_back(&mut self) {
+        for o in &self.plan.outputs {
+            let Some(alias) = &o.alias else { continue };
+            let Some(x) = self.plan.inputs.iter().position(|i| &i.name == alias) else {
+                continue;
+            };
+            let root = self.plan.root(o.buffer);
+            let src = match &self.plan.buffers[root].storage {
+                Storage::Temp { slot } => self.arena[*slot].as_bytes(),
+                Storage::Param(_) | Storage::Const(_) => self.resident[&root].as_bytes(),
+                // Its own buffer: updated in place (or unchanged).
+                _ => continue,
+            };
+            let n = self.machine.bytes[o.buffer];
+            if let Some(s) = &mut self.states[x] {
+                s.buf.as_bytes_mut()[..n].copy_from_slice(&src[..n]);
+            }
+        }
+    }
+}

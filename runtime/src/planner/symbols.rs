@@ -1,0 +1,41 @@
+//! The size symbols a plan needs: those of every type in the graph and its
+//! bodies, and those only op attributes mention (an `update_slice` start
+//! `past`, slice bounds, pad amounts), which no type carries.
+
+use kiln_ir::{Dim, Graph, Op};
+use std::collections::BTreeSet;
+
+/// The sorted symbols of `g` (types, attributes, bodies).
+pub(crate) fn of_graph(g: &Graph) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    collect(g, &mut out);
+    out.into_iter().collect()
+}
+
+fn add<'a>(out: &mut BTreeSet<String>, dims: impl IntoIterator<Item = &'a Dim>) {
+    for d in dims {
+        out.extend(d.symbols().into_iter().map(String::from));
+    }
+}
+
+fn collect(g: &Graph, out: &mut BTreeSet<String>) {
+    for n in g.node_ids() {
+        let node = g.node(n);
+        for t in &node.outputs {
+            add(out, &t.shape);
+        }
+        match &node.op {
+            Op::Slice { start, end, .. } => add(out, [start, end]),
+            Op::Pad { low, high, .. } => add(out, [low, high]),
+            Op::UpdateSlice { start, .. } => add(out, [start]),
+            Op::Reshape { shape } | Op::Broadcast { shape } => add(out, shape),
+            Op::Input { ty, .. } | Op::Param { ty, .. } | Op::Iota { ty, .. } => {
+                add(out, &ty.shape)
+            }
+            _ => {}
+        }
+        if let Some(body) = node.op.body() {
+            collect(body, out);
+        }
+    }
+}
