@@ -6,10 +6,12 @@
 //! | module | model |
 //! |---|---|
 //! | [`tiny_decoder`] | a small decoder-only transformer (the default of `kiln run`) |
+//! | [`llama`] | Llama (HF `LlamaForCausalLM` names), GQA, in-place KV cache |
 //! | [`hf`] | loading Hugging Face directories: safetensors, shards, config, tokenizer |
 //! | [`weights`] | the weight store (memory-mapped, lazily converted; a `ParamSource`) |
 
 pub mod hf;
+pub mod llama;
 pub mod tiny_decoder;
 pub mod weights;
 
@@ -29,12 +31,20 @@ pub struct BuiltinModel {
 
 /// Every built-in model.
 pub fn builtin_models() -> Vec<BuiltinModel> {
-    vec![BuiltinModel {
-        name: "tiny-decoder",
-        description: "2-layer decoder-only transformer (byte vocabulary, hidden 64, 4 heads, SwiGLU MLP), seeded random weights",
-        build: || tiny_decoder::build(&tiny_decoder::TinyDecoderConfig::default()),
-        weights: |seed| tiny_decoder::random_weights(&tiny_decoder::TinyDecoderConfig::default(), seed),
-    }]
+    vec![
+        BuiltinModel {
+            name: "tiny-decoder",
+            description: "2-layer decoder-only transformer (byte vocabulary, hidden 64, 4 heads, SwiGLU MLP), seeded random weights",
+            build: || tiny_decoder::build(&tiny_decoder::TinyDecoderConfig::default()),
+            weights: |seed| tiny_decoder::random_weights(&tiny_decoder::TinyDecoderConfig::default(), seed),
+        },
+        BuiltinModel {
+            name: "llama-tiny",
+            description: "2-layer Llama (byte vocabulary, hidden 64, 4 heads / 2 KV heads, KV-cache inputs, explicit size `past`), seeded random weights",
+            build: || Ok(llama::build(&llama::tiny_config())?),
+            weights: |seed| llama::random_weights(&llama::tiny_config(), seed),
+        },
+    ]
 }
 
 /// The built-in model called `name`.

@@ -329,6 +329,16 @@ impl Var {
         let axis = self.axis(axis, caller);
         self.op2(Op::Gather { axis }, indices, caller)
     }
+
+    /// `self` with elements `start..start+len` along `axis` replaced by
+    /// `update` (`len` = its size on `axis`): how a KV cache takes new rows.
+    #[track_caller]
+    pub fn update_slice(&self, update: &Var, axis: i64, start: impl Into<Dim>) -> Var {
+        let caller = Location::caller();
+        let axis = self.axis(axis, caller);
+        let start = start.into();
+        self.op2(Op::UpdateSlice { axis, start }, update, caller)
+    }
 }
 
 macro_rules! operator {
