@@ -49,7 +49,7 @@ fn run_update(
         }
         v
     };
-    let mut bufs = vec![words(base), words(update), words(base)];
+    let mut bufs = [words(base), words(update), words(base)];
     let args: Vec<*mut u8> = bufs.iter_mut().map(|v| v.as_mut_ptr() as *mut u8).collect();
     let sizes: Vec<i64> = launch.symbols.iter().map(|s| b[s]).collect();
     let nb = launch.grid.num_blocks(b).unwrap() as i64;

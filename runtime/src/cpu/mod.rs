@@ -278,7 +278,7 @@ impl CpuExecutor {
     }
 
     /// Binds every symbol: given sizes first, then the inputs' (and in step
-    /// mode the states') shapes.
+    /// mode the states') shapes; every symbol must end up bound.
     fn bind(
         &mut self,
         mode: Mode,
@@ -287,6 +287,20 @@ impl CpuExecutor {
     ) -> Result<(), RuntimeError> {
         let mut vals = std::mem::take(&mut self.machine.sizes);
         let mut known = std::mem::take(&mut self.machine.known);
+        let r = self.bind_into(mode, inputs, sizes, &mut vals, &mut known);
+        self.machine.sizes = vals;
+        self.machine.known = known;
+        r
+    }
+
+    fn bind_into(
+        &self,
+        mode: Mode,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+        vals: &mut [i64],
+        known: &mut [bool],
+    ) -> Result<(), RuntimeError> {
         vals.fill(0);
         known.fill(false);
         for (k, name) in self.plan.symbols.iter().enumerate() {
@@ -301,22 +315,21 @@ impl CpuExecutor {
                 known[k] = true;
             }
         }
-        let this = &*self;
-        let items = (0..this.plan.inputs.len()).map(|i| {
+        let items = (0..self.plan.inputs.len()).map(|i| {
             (
-                this.plan.inputs[i].name.as_str(),
-                this.program.input_dims[i].as_slice(),
-                this.input_shape(mode, i, inputs),
+                self.plan.inputs[i].name.as_str(),
+                self.program.input_dims[i].as_slice(),
+                self.input_shape(mode, i, inputs),
             )
         });
         let wrap = |name: &str, source: DimError| {
             let state = mode == Mode::Step
-                && this
+                && self
                     .plan
                     .inputs
                     .iter()
                     .position(|i| i.name == name)
-                    .is_some_and(|i| this.is_state[i]);
+                    .is_some_and(|i| self.is_state[i]);
             let name = name.to_string();
             if state {
                 RuntimeError::StateShape { name, source }
@@ -324,18 +337,13 @@ impl CpuExecutor {
                 RuntimeError::InputShape { name, source }
             }
         };
-        let r = dims::bind_all(items, &mut vals, &mut known, wrap);
-        if r.is_ok() {
-            if let Some(k) = known.iter().position(|k| !k) {
-                let name = self.plan.symbols[k].clone();
-                self.machine.sizes = vals;
-                self.machine.known = known;
-                return Err(RuntimeError::MissingSize { name });
-            }
+        dims::bind_all(items, vals, known, wrap)?;
+        match known.iter().position(|k| !k) {
+            Some(k) => Err(RuntimeError::MissingSize {
+                name: self.plan.symbols[k].clone(),
+            }),
+            None => Ok(()),
         }
-        self.machine.sizes = vals;
-        self.machine.known = known;
-        r
     }
 
     /// Evaluates buffer sizes, grids and range checks under the bound sizes
