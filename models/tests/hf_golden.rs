@@ -62,3 +62,41 @@ fn every_golden_folder_loads() {
     }
     assert_eq!(seen, 9);
 }
+
+/// Every Llama folder builds its graph from its config, and the weights
+/// match the graph's parameters exactly: nothing missing, nothing unused
+/// (tied models have no `lm_head.weight` and the graph asks for none).
+#[test]
+fn llama_golden_weights_match_their_graphs() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(golden_dir()).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("llama") {
+            continue;
+        }
+        let m = hf::load_dir(&dir).unwrap();
+        let graph = m.build_graph().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = m.check(&graph).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(report.unused.is_empty(), "{name}: {:?}", report.unused);
+        seen += 1;
+    }
+    assert_eq!(seen, 7);
+}
+
+#[test]
+fn a_config_the_builder_rejects_is_a_typed_error() {
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir().join("llama-mha/config.json")).unwrap(),
+    )
+    .unwrap();
+    config["hidden_act"] = "gelu".into();
+    let e = hf::build_graph(Architecture::Llama, &config).unwrap_err();
+    assert!(matches!(e, hf::LoadError::Build { .. }));
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("building the LlamaForCausalLM graph: "),
+        "{msg}"
+    );
+    assert!(msg.contains("hidden_act"), "{msg}");
+}

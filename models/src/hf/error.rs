@@ -46,6 +46,18 @@ pub enum LoadError {
         first: PathBuf,
         second: PathBuf,
     },
+    /// The architecture's config or graph builder rejected the model.
+    #[error("building the {architecture} graph: {source}")]
+    Build {
+        architecture: super::config::Architecture,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The architecture is recognized but no graph builder is wired for it.
+    #[error("no graph builder for {architecture} yet")]
+    NoBuilder {
+        architecture: super::config::Architecture,
+    },
     /// A lookup of a tensor the store does not hold.
     #[error("no tensor named `{0}` in the weights")]
     UnknownTensor(String),

@@ -8,11 +8,13 @@
 //! | [`dtype`] | safetensors dtypes and their conversion to Kiln tensors |
 //! | [`index`] | sharded checkpoints (`model.safetensors.index.json`) |
 //! | [`config`] | `config.json` and the architecture it names |
+//! | `build` | [`build_graph`]: architecture + config → graph, by the model's builder |
 //! | [`tokenizer`] | tokenizers, BOS/EOS ids, streaming decode |
 //! | [`error`] | the typed errors |
 //!
 //! The weight store itself is [`crate::weights::Weights`].
 
+mod build;
 pub mod config;
 pub mod dtype;
 pub mod error;
@@ -23,6 +25,7 @@ mod special;
 pub mod tokenizer;
 pub mod writer;
 
+pub use build::build_graph;
 pub use config::{Architecture, ModelConfig};
 pub use dtype::Dtype;
 pub use error::{
@@ -55,6 +58,12 @@ pub struct HfModel {
 }
 
 impl HfModel {
+    /// The model's graph, built by its architecture's builder from the
+    /// config ([`build_graph`]).
+    pub fn build_graph(&self) -> Result<kiln_ir::Graph, LoadError> {
+        build_graph(self.architecture, &self.config)
+    }
+
     /// Checks the weights against a graph's parameters
     /// ([`Weights::check_against`]).
     pub fn check(&self, graph: &kiln_ir::Graph) -> Result<crate::weights::CheckReport, LoadError> {
