@@ -7,11 +7,13 @@
 //! |---|---|
 //! | [`tiny_decoder`] | a small decoder-only transformer (the default of `kiln run`) |
 //! | [`llama`] | Llama (HF `LlamaForCausalLM` names), GQA, in-place KV cache |
+//! | [`mamba`] | Mamba (HF `MambaForCausalLM` names), selective scan as `scan`, in-place conv/SSM state |
 //! | [`hf`] | loading Hugging Face directories: safetensors, shards, config, tokenizer |
 //! | [`weights`] | the weight store (memory-mapped, lazily converted; a `ParamSource`) |
 
 pub mod hf;
 pub mod llama;
+pub mod mamba;
 pub mod tiny_decoder;
 pub mod weights;
 
@@ -43,6 +45,12 @@ pub fn builtin_models() -> Vec<BuiltinModel> {
             description: "2-layer Llama (byte vocabulary, hidden 64, 4 heads / 2 KV heads, KV-cache inputs, explicit size `past`), seeded random weights",
             build: || Ok(llama::build(&llama::tiny_config())?),
             weights: |seed| llama::random_weights(&llama::tiny_config(), seed),
+        },
+        BuiltinModel {
+            name: "mamba-tiny",
+            description: "2-layer Mamba (byte vocabulary, hidden 64, state 16, conv 4; conv/SSM state inputs), seeded random weights",
+            build: || Ok(mamba::build(&mamba::tiny_config())?),
+            weights: |seed| mamba::random_weights(&mamba::tiny_config(), seed),
         },
     ]
 }
