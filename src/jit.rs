@@ -23,6 +23,10 @@ pub enum KilnError {
     Codegen(#[from] kiln_codegen::CodegenError),
     #[error("running: {0}")]
     Runtime(#[from] kiln_runtime::RuntimeError),
+    #[error("loading the model: {0}")]
+    Load(#[from] kiln_models::hf::LoadError),
+    #[error("{0}")]
+    Model(String),
 }
 
 /// How to compile and run.

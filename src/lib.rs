@@ -30,6 +30,8 @@ pub use kiln_passes as passes;
 pub use kiln_runtime as runtime;
 
 mod jit;
+pub mod lm;
+pub mod model;
 pub use jit::{
     compile_ptx, jit, jit_with_progress, kernel_specs, CompileOptions, CompileReport, Executable,
     KilnError,

@@ -58,17 +58,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args, opts: PassOptions) -> anyhow::Result<()> {
-    let m = model::load(&args.model, args.seed)?;
+    let graph_in = model::load_graph(&args.model, args.seed)?;
     let format = args.format.unwrap_or(Format::Text);
     let needs_all = matches!(format, Format::Plan | Format::Mlir | Format::Ptx);
     let pm = PassManager::default_pipeline();
     let t = Instant::now();
     let (graph, reports): (_, Vec<PassReport>) = if needs_all || args.after == "all" {
-        pm.run(m.graph, &opts)?
+        pm.run(graph_in, &opts)?
     } else if args.after == "input" {
-        (m.graph, Vec::new())
+        (graph_in, Vec::new())
     } else {
-        pm.run_until(m.graph, &args.after, &opts)?
+        pm.run_until(graph_in, &args.after, &opts)?
     };
     let optimize_ms = t.elapsed().as_secs_f64() * 1e3;
 

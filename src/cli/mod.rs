@@ -1,6 +1,8 @@
 //! Subcommands of `kiln`, one file each.
 
+mod generate;
 mod inspect;
+mod logits;
 mod model;
 mod opt;
 mod progress;
@@ -36,8 +38,12 @@ enum Command {
     Inspect(inspect::Args),
     /// Read IR text, run passes, print the result (like mlir-opt).
     Opt(opt::Args),
-    /// Compile a model for the CPU and run it.
+    /// Compile a model for the CPU and generate from it (default: the embedded model).
     Run(run::Args),
+    /// Stream tokens from a model for a prompt.
+    Generate(generate::Args),
+    /// Write a token sequence's logits (prefill, or token by token) as safetensors.
+    Logits(logits::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -61,5 +67,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args, passes),
         Command::Opt(args) => opt::run(args, passes),
         Command::Run(args) => run::run(args, passes),
+        Command::Generate(args) => generate::run(args, passes),
+        Command::Logits(args) => logits::run(args, passes),
     }
 }

@@ -1,49 +1,23 @@
-//! `--model`: a built-in model's name, or a file holding IR text (`.kir`) or JSON.
+//! `--model`: `default` (the embedded trained model), a built-in name, a
+//! Hugging Face model directory, or a file holding IR text (`.kir`) or JSON.
 
-use anyhow::{anyhow, bail, Context};
-use kiln_ir::{Graph, Tensor};
-use std::collections::BTreeMap;
+use anyhow::{anyhow, Context};
+use kiln::model::LoadedModel;
+use kiln_ir::Graph;
 use std::path::Path;
 
-pub struct Model {
-    pub graph: Graph,
-    /// Weights, when the model has them (built-in models have seeded ones).
-    pub weights: Option<BTreeMap<String, Tensor>>,
-}
-
-pub fn load(spec: &str, seed: u64) -> anyhow::Result<Model> {
-    if let Some(m) = kiln_models::builtin(spec) {
-        let graph = (m.build)().with_context(|| format!("building `{spec}`"))?;
-        return Ok(Model {
-            graph,
-            weights: Some((m.weights)(seed)),
-        });
-    }
+/// A model's graph, for inspection: from an IR file, or any model `load_runnable` takes.
+pub fn load_graph(spec: &str, seed: u64) -> anyhow::Result<Graph> {
     let path = Path::new(spec);
-    if path.is_dir() {
-        bail!(
-            "`{spec}` is a directory; loading model directories (HF config.json + safetensors) is not supported yet. Built-in models: {}",
-            builtin_names()
-        );
-    }
     if path.is_file() {
-        return Ok(Model {
-            graph: read_graph(path)?,
-            weights: None,
-        });
+        return read_graph(path);
     }
-    Err(anyhow!(
-        "no built-in model or file called `{spec}`; built-in models: {}",
-        builtin_names()
-    ))
+    Ok(load_runnable(spec, seed)?.graph)
 }
 
-fn builtin_names() -> String {
-    kiln_models::builtin_models()
-        .iter()
-        .map(|m| m.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// A model with weights, for running.
+pub fn load_runnable(spec: &str, seed: u64) -> anyhow::Result<LoadedModel> {
+    kiln::model::load(spec, seed).with_context(|| format!("loading model `{spec}`"))
 }
 
 /// Reads IR text (or JSON when the file ends in `.json`; `-` is stdin). Parse

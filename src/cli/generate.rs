@@ -1,0 +1,181 @@
+//! `kiln generate` (and `kiln run`, its defaults): compile a model for the CPU
+//! and stream tokens from a prompt.
+
+use super::model::load_runnable;
+use super::progress::Progress;
+use anyhow::{anyhow, bail};
+use kiln::lm::CompiledLm;
+use kiln::model::{LoadedModel, TextCodec};
+use kiln_passes::PassOptions;
+use kiln_runtime::generate::{generate, GenerateOptions};
+use kiln_runtime::sampler::SamplingConfig;
+use std::io::Write;
+use std::time::Instant;
+
+/// Model, compilation and sampling flags shared by `generate` and `run`.
+#[derive(clap::Args)]
+pub struct Common {
+    /// Text to continue (needs a tokenizer).
+    #[arg(long, conflicts_with = "tokens")]
+    pub prompt: Option<String>,
+    /// Token ids to continue, separated by commas.
+    #[arg(long, value_delimiter = ',')]
+    pub tokens: Option<Vec<u32>>,
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// 0 = greedy. Default: the model's generation_config.json (greedy without one).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print token ids instead of text.
+    #[arg(long)]
+    pub ids: bool,
+    /// Print prefill milliseconds and decode tokens/s to stderr.
+    #[arg(long)]
+    pub stats: bool,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// KV-cache capacity in tokens (default: the model's maximum context).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// `default`, a built-in model (see `kiln models`) or a Hugging Face model directory.
+    #[arg(long)]
+    pub model: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Loads and compiles `spec` into a language model, with progress.
+pub fn compile(
+    spec: &str,
+    seed: u64,
+    threads: usize,
+    ctx: Option<usize>,
+    passes: PassOptions,
+) -> anyhow::Result<(LoadedModel, CompiledLm, f64)> {
+    let mut progress = Progress::new(&format!("compiling {spec}"));
+    progress.stage("loading");
+    let t = Instant::now();
+    let model = load_runnable(spec, seed)?;
+    let opts = kiln::CompileOptions {
+        passes,
+        exec: kiln_runtime::ExecOptions { threads },
+    };
+    let exe = kiln::jit_with_progress(&model.graph, &model.weights, &opts, &mut |s| {
+        progress.stage(s)
+    })?;
+    let ctx = ctx.or(model.max_context).unwrap_or(2048);
+    let lm = CompiledLm::new(exe, ctx)?;
+    progress.done();
+    Ok((model, lm, t.elapsed().as_secs_f64() * 1e3))
+}
+
+/// Runs a generation and streams its output to stdout.
+pub fn stream(
+    model: &LoadedModel,
+    lm: &mut CompiledLm,
+    c: &Common,
+    default_tokens: usize,
+) -> anyhow::Result<()> {
+    let prompt: Vec<u32> = match (&c.prompt, &c.tokens) {
+        (_, Some(t)) => t.clone(),
+        (Some(p), None) => match &model.codec {
+            Some(codec) => codec.encode(p)?,
+            None => bail!("`{}` has no tokenizer: pass --tokens", model.name),
+        },
+        (None, None) => bail!("give --prompt TEXT or --tokens IDS"),
+    };
+    let mut sampling: SamplingConfig = model.sampling.clone();
+    if let Some(t) = c.temperature {
+        sampling.temperature = t;
+    }
+    if c.top_k.is_some() {
+        sampling.top_k = c.top_k;
+    }
+    if c.top_p.is_some() {
+        sampling.top_p = c.top_p;
+    }
+    sampling.seed = c.seed;
+    let opts = GenerateOptions {
+        max_new_tokens: c.max_new_tokens.unwrap_or(default_tokens),
+        sampling,
+        stop_tokens: model.eos_token_ids.clone(),
+    };
+    let show_text = !c.ids && model.codec.is_some();
+    let mut out = std::io::stdout().lock();
+    let mut decoder = match (&model.codec, show_text) {
+        (Some(TextCodec::Hf(t)), true) => Some(t.stream()),
+        _ => None,
+    };
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut failed: Option<anyhow::Error> = None;
+    let (_, stats) = generate(lm, &prompt, &opts, &mut |token| {
+        let r: anyhow::Result<()> = (|| {
+            match (&mut decoder, &model.codec) {
+                (Some(d), _) => {
+                    if let Some(text) = d.step(token)? {
+                        write!(out, "{text}")?;
+                    }
+                }
+                (None, Some(TextCodec::Bytes)) if show_text => {
+                    bytes.push(token as u8);
+                    // Print whole characters only.
+                    if let Ok(s) = std::str::from_utf8(&bytes) {
+                        write!(out, "{s}")?;
+                        bytes.clear();
+                    }
+                }
+                _ => write!(out, "{token} ")?,
+            }
+            out.flush()?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })
+    .map_err(|e| anyhow!(e))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if let Some(d) = &mut decoder {
+        if let Some(rest) = d.finish()? {
+            write!(out, "{rest}")?;
+        }
+    }
+    if !bytes.is_empty() {
+        write!(out, "{}", String::from_utf8_lossy(&bytes))?;
+    }
+    writeln!(out)?;
+    if c.stats {
+        eprintln!(
+            "prefill: {:.2} ms for {} tokens; decode: {:.1} tokens/s ({} tokens, stop: {:?})",
+            stats.prefill.as_secs_f64() * 1e3,
+            stats.prompt_tokens,
+            stats.decode_tokens_per_sec(),
+            stats.new_tokens,
+            stats.stop
+        );
+    }
+    Ok(())
+}
+
+pub fn run(args: Args, passes: PassOptions) -> anyhow::Result<()> {
+    let c = &args.common;
+    let (model, mut lm, _) = compile(&args.model, c.seed, c.threads, c.ctx, passes)?;
+    stream(&model, &mut lm, c, 64)
+}
