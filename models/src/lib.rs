@@ -8,10 +8,14 @@
 //! | [`tiny_decoder`] | a small decoder-only transformer (the default of `kiln run`) |
 //! | [`llama`] | Llama (HF `LlamaForCausalLM` names), GQA, in-place KV cache |
 //! | [`mamba`] | Mamba (HF `MambaForCausalLM` names), selective scan as `scan`, in-place conv/SSM state |
+//! | [`lion`] | LION-style linear group RNN (window sort, Mamba or RetNet operator per group) |
+//! | [`arnet`] | AR-Net: one linear layer over p lags, and an autoregressive forecaster |
 //! | [`hf`] | loading Hugging Face directories: safetensors, shards, config, tokenizer |
 //! | [`weights`] | the weight store (memory-mapped, lazily converted; a `ParamSource`) |
 
+pub mod arnet;
 pub mod hf;
+pub mod lion;
 pub mod llama;
 pub mod mamba;
 pub mod tiny_decoder;
@@ -51,6 +55,18 @@ pub fn builtin_models() -> Vec<BuiltinModel> {
             description: "2-layer Mamba (byte vocabulary, hidden 64, state 16, conv 4; conv/SSM state inputs), seeded random weights",
             build: || Ok(mamba::build(&mamba::tiny_config())?),
             weights: |seed| mamba::random_weights(&mamba::tiny_config(), seed),
+        },
+        BuiltinModel {
+            name: "lion-tiny",
+            description: "4-layer LION linear group RNN (Mamba operator, width 32, groups of 8, 8x8 windows on a 32x32 grid; features f32[n,32], coords i32[n,2]), seeded random weights",
+            build: || Ok(lion::build(&lion::tiny_config())?),
+            weights: |seed| lion::random_weights(&lion::tiny_config(), seed),
+        },
+        BuiltinModel {
+            name: "arnet-tiny",
+            description: "AR-Net over 8 lags (lags f32[batch,8] -> forecast f32[batch]), seeded random stable coefficients",
+            build: || Ok(arnet::build(&arnet::ArNetConfig { lags: 8 })?),
+            weights: |seed| arnet::random_weights(&arnet::ArNetConfig { lags: 8 }, seed),
         },
     ]
 }
