@@ -559,25 +559,30 @@ fn mamba_inputs(
 
 #[test]
 fn mamba_selective_scan_forward_and_reverse() {
-    let (di, ds) = (6, 4);
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-    for reverse in [false, true] {
-        let g = mamba_graph(di, ds, reverse, false);
-        let mut exe = compile(&g);
-        // The body is kernel-level and planned as a nested step list.
-        let scan = exe
-            .plan()
-            .steps
-            .iter()
-            .find_map(|s| match s {
-                Step::Scan(sc) => Some(sc.clone()),
-                _ => None,
-            })
-            .expect("a scan step");
-        assert!(!scan.body.is_empty());
-        for seq in [0usize, 1, 2, 9, 33] {
-            let ins = inputs(mamba_inputs(&mut rng, seq, di, ds));
-            check_run(&mut exe, &g, &ins, &Bindings::new(), 1e-5);
+    // Small states; and one big enough (3 x 32 KiB per iteration) that each
+    // iteration's kernel is split over two threads.
+    for (di, ds, threads, seqs) in [(6, 4, 1, &[0usize, 1, 2, 9, 33][..]), (32, 256, 2, &[1, 3])] {
+        for reverse in [false, true] {
+            let g = mamba_graph(di, ds, reverse, false);
+            let mut opts = CompileOptions::default();
+            opts.exec.threads = threads;
+            let mut exe = jit(&g, &no_params(), &opts).unwrap_or_else(|e| panic!("{e}"));
+            // The body is kernel-level and planned as a nested step list.
+            let scan = exe
+                .plan()
+                .steps
+                .iter()
+                .find_map(|s| match s {
+                    Step::Scan(sc) => Some(sc.clone()),
+                    _ => None,
+                })
+                .expect("a scan step");
+            assert!(!scan.body.is_empty());
+            for &seq in seqs {
+                let ins = inputs(mamba_inputs(&mut rng, seq, di, ds));
+                check_run(&mut exe, &g, &ins, &Bindings::new(), 1e-5);
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::error::CodegenError;
 use crate::scalar::{self, reg_ty};
 use crate::target::EmitTarget;
 use kiln_ir::kernel::{check_fused, Grid, GridDim};
-use kiln_ir::{DType, Dim, FusedOp, FusionKind, Op, ReduceOp};
+use kiln_ir::{DType, Dim, FusedOp, FusionKind, NodeId, Op, ReduceOp};
 
 /// Elements of the last dim one `loop` block handles.
 pub(crate) const LOOP_TILE_CPU: i64 = 4096;
@@ -143,19 +143,41 @@ fn row_block(cx: &mut Ctx, g: &kiln_ir::Graph, outer: &[Dim], block: V) -> R<()>
     let outer_dims = cx.dims(outer)?;
     let outer_idx = cx.delinearize(block, &outer_dims);
     let outer_lin = cx.linearize(&outer_idx, &outer_dims);
-    for n in g.topo_order() {
+    let reduces: Vec<NodeId> = g
+        .topo_order()
+        .into_iter()
+        .filter(|&n| matches!(g.node(n).op, Op::Reduce { .. }))
+        .collect();
+    let mut stored = vec![false; g.outputs().len()];
+    for (ri, &n) in reduces.iter().enumerate() {
         let Op::Reduce { op, .. } = &g.node(n).op else {
-            continue;
+            unreachable!("filtered to reductions")
         };
         let operand = g.operands(n)[0];
         let oty = g.ty(operand).clone();
         let inner = oty.shape[outer.len()..].to_vec();
         let inner_dims = cx.dims(&inner)?;
         let count = product(cx, &inner_dims);
+        // Results over the same index space as this reduction's operand that
+        // need no reduction still to come are stored from inside its loop,
+        // sharing the element computation (a state update `h'` next to
+        // `sum(h' * c)` computes `h'` once).
+        let riders: Vec<usize> = (0..g.outputs().len())
+            .filter(|&k| {
+                let v = g.outputs()[k].value;
+                !stored[k]
+                    && g.ty(v).shape == oty.shape
+                    && reduces[ri..].iter().all(|&m| !g.depends_on(v.node, m))
+            })
+            .collect();
+        for &k in &riders {
+            stored[k] = true;
+        }
         let dt = oty.dtype;
         let init = reduce_init(&mut cx.b, *op, dt);
         let gpu = cx.target.gpu;
         let rop = *op;
+        let base = cx.b.mul(outer_lin, count);
         let acc = cx.reduce(
             count,
             init,
@@ -163,6 +185,12 @@ fn row_block(cx: &mut Ctx, g: &kiln_ir::Graph, outer: &[Dim], block: V) -> R<()>
                 let ii = cx.delinearize(r, &inner_dims);
                 let mut idx = outer_idx.clone();
                 idx.extend(ii);
+                let lin = cx.b.add(base, r);
+                for &k in &riders {
+                    let v = g.outputs()[k].value;
+                    let x = body.elem(cx, v, &idx)?;
+                    scalar::store(&mut cx.b, cx.bufs[n_in + k], lin, g.ty(v).dtype, x);
+                }
                 body.elem(cx, operand, &idx)
             },
             move |b, a, x| combine(b, rop, dt, a, x, !gpu),
@@ -178,6 +206,9 @@ fn row_block(cx: &mut Ctx, g: &kiln_ir::Graph, outer: &[Dim], block: V) -> R<()>
         body.reduced.insert(n, val);
     }
     for (k, o) in g.outputs().iter().enumerate() {
+        if stored[k] {
+            continue;
+        }
         let v = o.value;
         let ty = g.ty(v).clone();
         let rest = ty.shape[outer.len()..].to_vec();

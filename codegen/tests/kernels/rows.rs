@@ -174,3 +174,38 @@ fn softmax_norms_and_reductions() {
         check(&m, k, &seqs(), tol, 1000 + i as u64);
     }
 }
+
+/// Results over a reduction's index space are stored from inside its loop:
+/// a state update next to its readout (`h' = exp(a)*h + b`, `y = sum(h'*c)`),
+/// and `e = exp(x - max x)` (after the first reduction) next to `e / sum e`
+/// (after the second, so stored by the final loop).
+#[test]
+fn results_stored_inside_reduction_loops() {
+    let f = DType::F32;
+    let t = ty(f, &["seq", "16"]);
+    let state = row_kernel(
+        "state_readout",
+        &[t.clone(), t.clone(), t.clone(), t.clone()],
+        |g, x| {
+            let ea = un(g, UnaryOp::Exp, x[0]);
+            let kept = bin(g, BinaryOp::Mul, ea, x[1]);
+            let h = bin(g, BinaryOp::Add, kept, x[2]);
+            let hc = bin(g, BinaryOp::Mul, h, x[3]);
+            let y = reduce(g, ReduceOp::Sum, hc, &[1], false);
+            vec![y, h]
+        },
+    );
+    let soft = row_kernel("softmax_and_exp", std::slice::from_ref(&t), |g, x| {
+        let m = reduce(g, ReduceOp::Max, x[0], &[1], true);
+        let d = bin(g, BinaryOp::Sub, x[0], m);
+        let e = un(g, UnaryOp::Exp, d);
+        let s = reduce(g, ReduceOp::Sum, e, &[1], true);
+        let p = bin(g, BinaryOp::Div, e, s);
+        vec![p, e]
+    });
+    let ks = vec![state, soft];
+    let m = compile_cpu(&ks, &["seq".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    for (i, k) in ks.iter().enumerate() {
+        check(&m, k, &seqs(), 1e-6, 900 + i as u64);
+    }
+}

@@ -76,7 +76,8 @@ pub(crate) fn run_steps(
                 }
                 m.args.0.clear();
                 m.args.0.extend(args.iter().map(|&a| m.ptrs.0[a]));
-                launch(k, k.funcs[*kernel], &m.args.0, &m.sizes, blocks);
+                let bytes: usize = args.iter().map(|&a| m.bytes[a]).sum();
+                launch(k, k.funcs[*kernel], &m.args.0, &m.sizes, blocks, bytes);
             }
             RtStep::Copy { from, to } => {
                 copy_bytes(m.ptrs.0[*from], m.ptrs.0[*to], m.bytes[*to]);
@@ -87,11 +88,23 @@ pub(crate) fn run_steps(
     Ok(())
 }
 
+/// A launch touching fewer bytes than this runs on the calling thread:
+/// waking the pool costs ~10-20 µs, more than such a kernel takes (decode
+/// steps and scan iterations are full of them).
+const PARALLEL_BYTES: usize = 64 << 10;
+
 /// Splits `blocks` over the pool: a few contiguous chunks per thread.
-fn launch(k: &Kernels, func: CpuKernelFn, args: &[*mut u8], sizes: &[i64], blocks: usize) {
+fn launch(
+    k: &Kernels,
+    func: CpuKernelFn,
+    args: &[*mut u8],
+    sizes: &[i64],
+    blocks: usize,
+    bytes: usize,
+) {
     let call = LaunchArgs { func, args, sizes };
     let threads = k.pool.current_num_threads();
-    if threads <= 1 || blocks == 1 {
+    if threads <= 1 || blocks == 1 || bytes < PARALLEL_BYTES {
         call.run_blocks(0, blocks);
         return;
     }
