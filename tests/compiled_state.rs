@@ -707,3 +707,65 @@ fn scan_bodies_are_planned_with_bound_inputs_and_outputs() {
         plan.describe()
     );
 }
+
+/// A scan nested in a scan body: rows of `xs f32[m, n, 4]` are summed
+/// cumulatively by an inner scan that starts from the outer carry, which
+/// is a cumulative sum over all `m * n` rows. And a scan with no carry
+/// (a map over the sequence).
+#[test]
+fn nested_scans_and_carry_free_scans() {
+    let mut inner = G::new("inner");
+    let c = inner.input("c", &["4"]);
+    let x = inner.input("x", &["4"]);
+    let s = inner.add(c, x);
+    inner.out("c", s);
+    inner.out("y", s);
+    let mut outer = G::new("outer");
+    let c = outer.input("c", &["4"]);
+    let row = outer.input("row", &["n", "4"]);
+    let r = outer.scan(inner, &[c, row], 1, 1, 0, false);
+    let doubled = {
+        let two = outer.scalar(2.0);
+        outer.mul(r[1], two)
+    };
+    outer.out("c", r[0]);
+    outer.out("ys", doubled);
+    let mut g = G::new("nested");
+    let c0 = g.input("c0", &["4"]);
+    let xs = g.input("xs", &["m", "n", "4"]);
+    let r = g.scan(outer, &[c0, xs], 1, 1, 0, false);
+    g.out("total", r[0]);
+    g.out("yss", r[1]);
+    let g = g.0;
+    let mut exe = compile(&g);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for (m, n) in [(3usize, 2usize), (1, 5), (2, 0), (0, 3)] {
+        let ins = inputs(vec![
+            ("c0", rand_tensor(&mut rng, &[4], 1.0)),
+            ("xs", rand_tensor(&mut rng, &[m, n, 4], 1.0)),
+        ]);
+        check_run(&mut exe, &g, &ins, &Bindings::new(), 1e-6);
+    }
+
+    // No carry: ys[t] = exp(xs[t]) * k.
+    let mut body = G::new("map");
+    let x = body.input("x", &["d"]);
+    let k = body.input("k", &["d"]);
+    let e = body.un(UnaryOp::Exp, x);
+    let y = body.mul(e, k);
+    body.out("y", y);
+    let mut g = G::new("map_scan");
+    let xs = g.input("xs", &["seq", "d"]);
+    let k = g.input("k", &["d"]);
+    let r = g.scan(body, &[xs, k], 0, 1, 0, true);
+    g.out("ys", r[0]);
+    let g = g.0;
+    let mut exe = compile(&g);
+    for (seq, d) in [(4usize, 3usize), (0, 2)] {
+        let ins = inputs(vec![
+            ("xs", rand_tensor(&mut rng, &[seq, d], 1.0)),
+            ("k", rand_tensor(&mut rng, &[d], 1.0)),
+        ]);
+        check_run(&mut exe, &g, &ins, &Bindings::new(), 1e-6);
+    }
+}

@@ -39,7 +39,7 @@ impl Pass for Fuse {
         PASS
     }
     fn description(&self) -> &'static str {
-        "partition into kernels: row kernels around reductions, maximal loop kernels, matmul/scan as is, reshapes as views"
+        "partition into kernels: row kernels around reductions, maximal loop kernels, matmul/update_slice/scan as is (scan bodies fused too), reshapes as views"
     }
     fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError> {
         self.run_with_detail(graph, opts).map(|(g, _)| g)
