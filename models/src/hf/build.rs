@@ -1,6 +1,6 @@
 //! From a loaded directory to a graph: the architecture picks the typed
 //! config (read from the raw `config.json`) and the graph builder, both of
-//! which live with the model (`crate::llama`, …).
+//! which live with the model ([`crate::llama`], [`crate::mamba`]).
 
 use super::config::Architecture;
 use super::error::LoadError;
@@ -18,6 +18,9 @@ pub fn build_graph(architecture: Architecture, config: &Value) -> Result<Graph, 
             let cfg = crate::llama::LlamaConfig::from_json(config).map_err(|e| failed(e.into()))?;
             crate::llama::build(&cfg).map_err(|e| failed(e.into()))
         }
-        Architecture::Mamba => Err(LoadError::NoBuilder { architecture }),
+        Architecture::Mamba => {
+            let cfg = crate::mamba::MambaConfig::from_json(config).map_err(|e| failed(e.into()))?;
+            crate::mamba::build(&cfg).map_err(|e| failed(e.into()))
+        }
     }
 }

@@ -53,11 +53,6 @@ pub enum LoadError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The architecture is recognized but no graph builder is wired for it.
-    #[error("no graph builder for {architecture} yet")]
-    NoBuilder {
-        architecture: super::config::Architecture,
-    },
     /// A lookup of a tensor the store does not hold.
     #[error("no tensor named `{0}` in the weights")]
     UnknownTensor(String),
