@@ -306,3 +306,58 @@ fn unary_only_graph_is_one_loop_kernel() {
     assert!(ks[0].1.contains(&UnaryOp::Sigmoid.name()));
     check_same(&g, &after, true, 5, 3).unwrap();
 }
+
+/// A scan's body is optimized and fused like a graph: Mamba's selective-scan
+/// step (state update and readout) becomes one row kernel, the body keeps
+/// its signature, and the result is sound.
+#[test]
+fn scan_bodies_become_kernel_level() {
+    let b = ModelBuilder::new("mamba");
+    let h0 = b.input("h0", DType::F32, shape![6, 4]);
+    let dt = b.input("dt", DType::F32, shape!["seq", 6]);
+    let bs = b.input("bs", DType::F32, shape!["seq", 4]);
+    let cs = b.input("cs", DType::F32, shape!["seq", 4]);
+    let xs = b.input("xs", DType::F32, shape!["seq", 6]);
+    let a = b.input("a", DType::F32, shape![6, 4]);
+    let dt = dt.exp();
+    let (h, ys) = b.scan(
+        &[&h0],
+        &[&dt, &bs, &cs, &xs],
+        &[&a],
+        0,
+        false,
+        |_, c, x, k| {
+            let (dt, bt, ct, xt) = (&x[0], &x[1], &x[2], &x[3]);
+            let decay = (&dt.reshape(shape![6, 1]) * &k[0]).exp();
+            let inject = (dt * xt).reshape(shape![6, 1]) * bt.reshape(shape![1, 4]);
+            let h = &(&decay * &c[0]) + &inject;
+            let y = (&h * &ct.reshape(shape![1, 4])).sum(&[1], false);
+            (vec![h], vec![y])
+        },
+    );
+    b.output("h", &h[0]);
+    b.output("y", &ys[0]);
+    let g = b.finish().unwrap();
+    for after in [fused(&g), optimized(&g)] {
+        let scan = after
+            .node_ids()
+            .find_map(|n| match &after.node(n).op {
+                Op::Scan(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("the scan stays");
+        let before = g
+            .node_ids()
+            .find_map(|n| match &g.node(n).op {
+                Op::Scan(s) => Some(s.body.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(scan.body.input_types(), before.input_types());
+        assert_eq!(scan.body.output_types(), before.output_types());
+        let ks = kernels(&scan.body);
+        assert_eq!(ks.len(), 1, "{}", scan.body);
+        assert_eq!(ks[0].0, FusionKind::Row);
+        check_same(&g, &after, false, 11, 3).unwrap();
+    }
+}
