@@ -149,6 +149,12 @@ impl Weights {
             .map(str::to_string)
             .ok_or(LoadError::UnknownTensor(target))?;
         let alias = alias.into();
+        if alias != target && self.entries.contains_key(&alias) {
+            return Err(LoadError::BadTensor {
+                tensor: alias,
+                message: format!("cannot alias it to `{target}`: it names a stored tensor"),
+            });
+        }
         if alias != target {
             self.aliases.insert(alias, target);
         }

@@ -347,6 +347,23 @@ fn file_errors_name_the_path() {
 }
 
 #[test]
+fn write_errors_name_the_destination() {
+    let dir = Scratch::new("write-errors");
+    let path = dir.join("no-such-dir/m.safetensors");
+    let e = save_safetensors(&path, &mixed_tensors()).unwrap_err();
+    assert!(matches!(e, LoadError::Io { .. }));
+    assert!(e.to_string().contains("no-such-dir/m.safetensors: "), "{e}");
+    // Nothing is left behind in a directory that exists either.
+    std::fs::create_dir(dir.join("d")).unwrap();
+    save_safetensors(dir.join("d/m.safetensors"), &mixed_tensors()).unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["m.safetensors"]);
+}
+
+#[test]
 fn the_writer_rejects_inconsistent_tensors() {
     let bad = Tensor {
         shape: vec![3],

@@ -288,6 +288,12 @@ fn tensors_convert_once_and_aliases_share_them() {
         Err(LoadError::UnknownTensor(_))
     ));
     assert!(matches!(w.get("nope"), Err(LoadError::UnknownTensor(_))));
+    w.insert("other", Tensor::f32(vec![1], vec![0.0]).unwrap());
+    let e = w.alias("other", "embed").unwrap_err().to_string();
+    assert!(
+        e.contains("tensor `other`: cannot alias it to `embed`: it names a stored tensor"),
+        "{e}"
+    );
     // Concurrent first accesses agree.
     let w = Weights::open(&path).unwrap();
     let seen: Vec<usize> = std::thread::scope(|s| {

@@ -37,11 +37,12 @@ pub fn save_safetensors_with_metadata(
         let p = p.to_path_buf();
         move |source| LoadError::Io { path: p, source }
     };
+    // Errors name the destination, not the temporary file.
     let write = || -> Result<(), LoadError> {
-        let mut w = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
-        write_to(&mut w, &header, tensors).map_err(io(&tmp))?;
-        let file = w.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
-        file.sync_all().map_err(io(&tmp))
+        let mut w = BufWriter::new(File::create(&tmp).map_err(io(path))?);
+        write_to(&mut w, &header, tensors).map_err(io(path))?;
+        let file = w.into_inner().map_err(|e| io(path)(e.into_error()))?;
+        file.sync_all().map_err(io(path))
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
