@@ -152,12 +152,168 @@ fn dump_dir_gets_a_file_per_pass() {
 }
 
 #[test]
-fn run_generates_and_checks_against_the_interpreter() {
-    let o = kiln(&["run", "--max-new-tokens", "4", "--check"]);
+fn run_generates_text_from_the_embedded_model_and_checks_it() {
+    let o = kiln(&["run", "--max-new-tokens", "12", "--check", "--stats"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
-    assert!(out.contains("output"), "{out}");
-    assert!(out.contains("relative L2 error"), "{out}");
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.starts_with("And God said"), "{out}");
+    assert!(
+        out.trim().len() > "And God said".len() + 10,
+        "no text generated: {out}"
+    );
+    assert!(err.contains("relative L2 error"), "{err}");
+    assert!(
+        err.contains("prefill:") && err.contains("tokens/s"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_seeded_sampling_is_reproducible() {
+    let a = kiln(&[
+        "run",
+        "--max-new-tokens",
+        "10",
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "40",
+        "--seed",
+        "5",
+    ]);
+    let b = kiln(&[
+        "run",
+        "--max-new-tokens",
+        "10",
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "40",
+        "--seed",
+        "5",
+    ]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert_eq!(stdout(&a), stdout(&b));
+}
+
+fn golden(name: &str) -> String {
+    format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn golden_ids(dir: &str, tensor: &str) -> Vec<i64> {
+    let w = kiln_models::weights::Weights::open(format!("{dir}/golden.safetensors")).unwrap();
+    w.get(tensor).unwrap().to_i64_vec().unwrap()
+}
+
+fn csv(ids: &[i64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `kiln logits` (prefill and `--decode`) writes the logits transformers computed.
+#[test]
+fn logits_prefill_and_decode_match_the_golden_file() {
+    let dir = golden("llama-mqa-odd");
+    let tokens = csv(&golden_ids(&dir, "tokens"));
+    let want = kiln_models::weights::Weights::open(format!("{dir}/golden.safetensors"))
+        .unwrap()
+        .get("logits")
+        .unwrap()
+        .to_f64_vec();
+    let tmp = tempdir();
+    for decode in [false, true] {
+        let out = tmp.join(format!("logits-{decode}.safetensors"));
+        let mut args = vec![
+            "logits",
+            "--model",
+            &dir,
+            "--tokens",
+            &tokens,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if decode {
+            args.push("--decode");
+        }
+        let o = kiln(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let got = kiln_models::weights::Weights::open(&out).unwrap();
+        let got = got.get("logits").unwrap();
+        assert_eq!(got.shape[0], 16);
+        let e = kiln_ir::tensor::rel_l2(&got.to_f64_vec(), &want);
+        assert!(e < 1e-4, "decode={decode}: {e:.3e}");
+    }
+}
+
+/// `kiln generate --ids` greedy equals transformers' `generate(do_sample=False)`.
+#[test]
+fn generate_greedy_ids_match_the_golden_file() {
+    let dir = golden("mamba-explicit-rank");
+    let prompt = csv(&golden_ids(&dir, "greedy_prompt"));
+    let o = kiln(&[
+        "generate",
+        "--model",
+        &dir,
+        "--tokens",
+        &prompt,
+        "--max-new-tokens",
+        "32",
+        "--temperature",
+        "0",
+        "--ids",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Vec<i64> = stdout(&o)
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(got, golden_ids(&dir, "greedy_ids"));
+}
+
+#[test]
+fn generate_errors_are_clear() {
+    let dir = golden("llama-mha");
+    // No tokenizer in the golden folders: text needs one.
+    let o = kiln(&["generate", "--model", &dir, "--prompt", "hello"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no tokenizer"), "{}", stderr(&o));
+    // A token outside the vocabulary.
+    let o = kiln(&[
+        "logits",
+        "--model",
+        &dir,
+        "--tokens",
+        "1,5000",
+        "--out",
+        "/dev/null",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("outside the vocabulary"),
+        "{}",
+        stderr(&o)
+    );
+    // A model directory with a truncated checkpoint names the file.
+    let tmp = tempdir().join("broken");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(format!("{dir}/config.json"), tmp.join("config.json")).unwrap();
+    let bytes = std::fs::read(format!("{dir}/model.safetensors")).unwrap();
+    std::fs::write(tmp.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let o = kiln(&[
+        "generate",
+        "--model",
+        tmp.to_str().unwrap(),
+        "--tokens",
+        "1,2",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("model.safetensors"), "{}", stderr(&o));
+    // A directory that is not a model.
+    let o = kiln(&["generate", "--model", "/tmp", "--tokens", "1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("config.json"), "{}", stderr(&o));
 }
 
 fn tempdir() -> std::path::PathBuf {
