@@ -29,6 +29,10 @@ pub enum Storage {
     /// An input or output of a scan body: memory the scan step points it at
     /// on each iteration (a slice of a sequence, a carry, an invariant).
     Bound,
+    /// Computed from weights and constants alone by [`Plan::load_steps`],
+    /// once, when the executor is created (a transposed weight); static
+    /// shape, never written by a run.
+    Derived,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,6 +146,10 @@ pub struct Plan {
     /// Every kernel, scan bodies' included (names are unique).
     pub kernels: Vec<PlanKernel>,
     pub steps: Vec<Step>,
+    /// Kernel launches that depend on weights and constants only, run once
+    /// when the executor is created; their results are [`Storage::Derived`].
+    #[serde(default)]
+    pub load_steps: Vec<Step>,
     /// Number of arena slots used by [`Storage::Temp`] buffers.
     pub num_slots: usize,
 }
@@ -215,9 +223,10 @@ impl Plan {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "plan @{}: {} steps, {} buffers, {} arena slots, symbols {:?}",
+            "plan @{}: {} steps ({} more at load), {} buffers, {} arena slots, symbols {:?}",
             self.name,
             self.steps.len(),
+            self.load_steps.len(),
             self.buffers.len(),
             self.num_slots,
             self.symbols
@@ -230,8 +239,13 @@ impl Plan {
                 Storage::Temp { slot } => format!("slot {slot}"),
                 Storage::View { of } => format!("view of b{of}"),
                 Storage::Bound => "bound by a scan".into(),
+                Storage::Derived => "computed at load".into(),
             };
             let _ = writeln!(s, "  b{i}: {} ({storage})", b.ty);
+        }
+        if !self.load_steps.is_empty() {
+            let _ = writeln!(s, "  at load:");
+            self.describe_steps(&self.load_steps, 2, &mut s);
         }
         self.describe_steps(&self.steps, 1, &mut s);
         for o in &self.outputs {

@@ -325,3 +325,91 @@ fn plans_are_plain_serde_data() {
     serde_data(&p);
     assert_eq!(p.clone(), p);
 }
+
+/// A weight transposed for a matmul (and a cast of it) is computed once at
+/// load; a kernel that mentions a size (a slice up to `past`) or reads an
+/// input is not; an update of a derived buffer is a copy.
+#[test]
+fn weight_only_kernels_run_at_load() {
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", f32t(&["seq", "4"])).unwrap();
+    let w = g
+        .add(
+            Op::Param {
+                name: "w".into(),
+                ty: f32t(&["4", "4"]),
+            },
+            &[],
+        )
+        .unwrap();
+    let wt = unary(&mut g, UnaryOp::Neg, w);
+    let wt2 = unary(&mut g, UnaryOp::Exp, wt);
+    let y = g.add(Op::MatMul, &[x, wt2]).unwrap();
+    let sliced = {
+        let mut body = Graph::new("body");
+        let i = body.add_input("w", f32t(&["4", "4"])).unwrap();
+        let s = body
+            .add(
+                Op::Slice {
+                    axis: 0,
+                    start: 0.into(),
+                    end: "past".into(),
+                },
+                &[i],
+            )
+            .unwrap();
+        body.add_output("s", s).unwrap();
+        let op = Op::Fused(FusedOp {
+            kind: FusionKind::Loop,
+            body: Arc::new(body),
+        });
+        g.add(op, &[w]).unwrap()
+    };
+    let upd = update(&mut g, wt, x, "0");
+    g.add_output("y", y).unwrap();
+    g.add_output("s", sliced).unwrap();
+    g.add_output("u", upd).unwrap();
+    let p = plan_graph(&g).unwrap();
+    assert_eq!(p.load_steps.len(), 2, "{}", p.describe());
+    for st in &p.load_steps {
+        let Step::Kernel { args, .. } = st else {
+            panic!("{st:?}")
+        };
+        assert_eq!(p.buffers[*args.last().unwrap()].storage, Storage::Derived);
+    }
+    // The matmul reads an input, the slice mentions `past`: both run per call.
+    assert!(p.steps.iter().any(
+        |s| matches!(s, Step::Kernel { kernel, .. } if p.kernels[*kernel].op.name() == "matmul")
+    ));
+    assert_eq!(
+        in_place(&p),
+        vec![false],
+        "a derived buffer is never written"
+    );
+}
+
+/// The same kernel in two layers (bodies named and located differently) is
+/// compiled once.
+#[test]
+fn kernels_differing_only_in_names_and_locations_are_shared() {
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", f32t(&["seq", "4"])).unwrap();
+    let a = unary(&mut g, UnaryOp::Exp, x);
+    let b = unary(&mut g, UnaryOp::Neg, a);
+    let c = {
+        let mut body = Graph::new("layer1_k7");
+        let i = body.add_input("x", f32t(&["seq", "4"])).unwrap();
+        let y = body.add(Op::Unary(UnaryOp::Exp), &[i]).unwrap();
+        body.set_loc(y.node, Some("layers.1.mlp".into()));
+        body.add_output("y", y).unwrap();
+        let op = Op::Fused(FusedOp {
+            kind: FusionKind::Loop,
+            body: Arc::new(body),
+        });
+        g.add(op, &[b]).unwrap()
+    };
+    g.add_output("c", c).unwrap();
+    let p = plan_graph(&g).unwrap();
+    assert_eq!(p.steps.len(), 3);
+    assert_eq!(p.kernels.len(), 2, "{}", p.describe());
+}

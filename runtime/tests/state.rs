@@ -347,3 +347,75 @@ fn executors_can_move_between_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<CpuExecutor>();
 }
+
+static ADDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe extern "C" fn add4_counted(args: *const *mut u8, sizes: *const i64, b0: i64, b1: i64) {
+    ADDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: as `add4`.
+    unsafe { add4(args, sizes, b0, b1) }
+}
+
+/// `w + w` (weights only) is computed once, when the executor is created;
+/// `x + (w + w)` on every run.
+#[test]
+fn load_steps_run_once() {
+    let add = |g: &mut Graph, a: Value, b: Value| {
+        let mut k = Graph::new("add");
+        let (x, y) = (
+            k.add_input("a", f32t(&["4"])).unwrap(),
+            k.add_input("b", f32t(&["4"])).unwrap(),
+        );
+        let s = k.add(Op::Binary(BinaryOp::Add), &[x, y]).unwrap();
+        k.add_output("s", s).unwrap();
+        let op = Op::Fused(FusedOp {
+            kind: FusionKind::Loop,
+            body: Arc::new(k),
+        });
+        g.add(op, &[a, b]).unwrap()
+    };
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", f32t(&["4"])).unwrap();
+    let w = g
+        .add(
+            Op::Param {
+                name: "w".into(),
+                ty: f32t(&["4"]),
+            },
+            &[],
+        )
+        .unwrap();
+    let ww = add(&mut g, w, w);
+    let y = add(&mut g, x, ww);
+    g.add_output("y", y).unwrap();
+    let p = plan(&g).unwrap();
+    assert_eq!(
+        (p.load_steps.len(), p.steps.len()),
+        (1, 1),
+        "{}",
+        p.describe()
+    );
+    let fns = p
+        .kernels
+        .iter()
+        .map(|k| (k.name.clone(), add4_counted as CpuKernelFn))
+        .collect();
+    let t = Arc::new(Table(fns, p.symbols.clone()));
+    let params = named(vec![("w", tensor(&[4], 3))]);
+    let mut exe = CpuExecutor::new(p, t, &params, &ExecOptions { threads: 1 }).unwrap();
+    assert_eq!(ADDS.load(std::sync::atomic::Ordering::SeqCst), 1);
+    for k in 0..3 {
+        let ins = named(vec![("x", tensor(&[4], k))]);
+        let got = exe.run(&ins).unwrap();
+        assert_eq!(got["y"], interp_with(&g, &ins, &params)["y"]);
+    }
+    assert_eq!(ADDS.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+fn interp_with(
+    g: &Graph,
+    ins: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Tensor>,
+) -> BTreeMap<String, Tensor> {
+    eval_with(g, ins, params, &EvalOptions::default()).unwrap()
+}

@@ -1,5 +1,6 @@
 //! The CPU executor: runs a [`Plan`]'s steps in order, each kernel's grid of
-//! blocks split over a thread pool. Weights and constants are loaded once;
+//! blocks split over a thread pool. Weights and constants are loaded once,
+//! and what the plan derives from them alone is computed then (`load.rs`);
 //! scratch memory lives in arena slots, and inputs in buffers, that grow to
 //! the largest size seen and are reused across calls, so steady-state runs
 //! allocate nothing but their outputs.
@@ -16,6 +17,7 @@
 mod dims;
 mod exec;
 mod ffi;
+mod load;
 mod program;
 mod state;
 
@@ -107,39 +109,8 @@ impl CpuExecutor {
             funcs.push(f);
             launches.push(launch);
         }
-        let program = Program::compile(&plan, &launches)?;
-        let mut resident = HashMap::new();
-        for (id, b) in plan.buffers.iter().enumerate() {
-            match &b.storage {
-                Storage::Param(name) => {
-                    let t = params
-                        .param(name)
-                        .ok_or_else(|| RuntimeError::MissingParam {
-                            name: name.clone(),
-                            expected: b.ty.to_string(),
-                        })?;
-                    let want = b.ty.eval_shape(&Bindings::new());
-                    if !check_type(t, &b.ty) || want.as_ref().ok() != Some(&t.shape) {
-                        return Err(RuntimeError::ParamType {
-                            name: name.clone(),
-                            got: format!("{}{:?}", t.dtype(), t.shape),
-                            expected: b.ty.to_string(),
-                        });
-                    }
-                    resident.insert(id, AlignedBuf::from_bytes(&t.to_bytes()));
-                }
-                Storage::Const(lit) => {
-                    let t = Tensor::from_f64(
-                        lit.dtype,
-                        lit.shape.clone(),
-                        &(0..lit.numel()).map(|i| lit.get_f64(i)).collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| RuntimeError::BadPlan(format!("constant b{id}: {e}")))?;
-                    resident.insert(id, AlignedBuf::from_bytes(&t.to_bytes()));
-                }
-                _ => {}
-            }
-        }
+        let mut program = Program::compile(&plan, &launches)?;
+        let mut resident = load::resident(&plan, params)?;
         let threads = if opts.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -154,17 +125,30 @@ impl CpuExecutor {
         for i in plan.state_inputs() {
             is_state[i] = true;
         }
+        let mut machine = Machine::new(
+            plan.buffers.len(),
+            plan.symbols.len(),
+            plan.kernels.len(),
+            plan.num_slots,
+        );
+        let kernels_ref = Kernels {
+            funcs: &funcs,
+            pool: &pool,
+        };
+        load::run_load_steps(
+            &plan,
+            &mut program,
+            &mut resident,
+            &mut machine,
+            &kernels_ref,
+        )?;
+        load::drop_unused(&plan, &mut resident);
         Ok(CpuExecutor {
             arena: vec![AlignedBuf::default(); plan.num_slots],
             inputs: vec![AlignedBuf::default(); plan.inputs.len()],
             states: (0..plan.inputs.len()).map(|_| None).collect(),
             is_state,
-            machine: Machine::new(
-                plan.buffers.len(),
-                plan.symbols.len(),
-                plan.kernels.len(),
-                plan.num_slots,
-            ),
+            machine,
             program,
             plan,
             funcs,
@@ -449,11 +433,11 @@ impl CpuExecutor {
                     (Some(s), Mode::Step) if self.is_state[*i] => s.buf.as_mut_ptr(),
                     _ => self.inputs[*i].as_mut_ptr(),
                 },
-                Storage::Param(_) | Storage::Const(_) => self
+                // A weight dropped after the load steps is read by no step.
+                Storage::Param(_) | Storage::Const(_) | Storage::Derived => self
                     .resident
                     .get_mut(&root)
-                    .expect("resident buffers are loaded at construction")
-                    .as_mut_ptr(),
+                    .map_or(std::ptr::null_mut(), |b| b.as_mut_ptr()),
                 Storage::Temp { slot } => self.arena[*slot].as_mut_ptr(),
                 Storage::Bound => std::ptr::null_mut(),
                 Storage::View { .. } => unreachable!("root() follows views"),
@@ -471,7 +455,9 @@ impl CpuExecutor {
                 Some(s) if mode == Mode::Step && self.is_state[*i] => s.buf.as_bytes(),
                 _ => self.inputs[*i].as_bytes(),
             },
-            Storage::Param(_) | Storage::Const(_) => self.resident[&root].as_bytes(),
+            Storage::Param(_) | Storage::Const(_) | Storage::Derived => {
+                self.resident[&root].as_bytes()
+            }
             Storage::Temp { slot } => self.arena[*slot].as_bytes(),
             Storage::View { .. } | Storage::Bound => &[],
         };

@@ -56,6 +56,8 @@ pub(crate) struct Guard {
 
 pub(crate) struct Program {
     pub steps: Vec<RtStep>,
+    /// The plan's load steps (kernel launches on weights and constants).
+    pub load: Vec<RtStep>,
     /// Element count of each buffer.
     pub numel: Vec<SymDim>,
     /// Each kernel's grid: (extent, tile) per factor.
@@ -158,8 +160,33 @@ impl Program {
             .map(|i| shape(&i.ty))
             .collect::<Result<Vec<_>, _>>()?;
         let steps = compile_steps(plan, &plan.steps, launches.len())?;
+        for st in &plan.load_steps {
+            let resident = |b: BufferId| {
+                matches!(
+                    plan.buffers[plan.root(b)].storage,
+                    Storage::Param(_) | Storage::Const(_) | Storage::Derived
+                )
+            };
+            let ok = match st {
+                Step::Kernel { kernel, args } => plan.kernels.get(*kernel).is_some_and(|k| {
+                    args.len() == k.operand_types.len() + k.result_types.len()
+                        && args.iter().all(|&a| a < nb && resident(a))
+                        && args[k.operand_types.len()..]
+                            .iter()
+                            .all(|&r| plan.buffers[r].storage == Storage::Derived)
+                }),
+                _ => false,
+            };
+            if !ok {
+                return Err(bad(format!(
+                    "load step {st:?} is not a launch on weights, constants and derived buffers"
+                )));
+            }
+        }
+        let load = compile_steps(plan, &plan.load_steps, launches.len())?;
         Ok(Program {
             steps,
+            load,
             numel,
             grids,
             guards,

@@ -164,7 +164,9 @@ impl CpuExecutor {
             let root = self.plan.root(o.buffer);
             let src = match &self.plan.buffers[root].storage {
                 Storage::Temp { slot } => self.arena[*slot].as_bytes(),
-                Storage::Param(_) | Storage::Const(_) => self.resident[&root].as_bytes(),
+                Storage::Param(_) | Storage::Const(_) | Storage::Derived => {
+                    self.resident[&root].as_bytes()
+                }
                 // Its own buffer: updated in place (or unchanged).
                 _ => continue,
             };

@@ -7,7 +7,8 @@
 //!
 //! - it is scratch, or an input: the executor copies the caller's inputs
 //!   into its own memory, so writing there is invisible to the caller;
-//!   weights, constants and a scan body's bound buffers are never written;
+//!   weights, constants, what is derived from them at load and a scan
+//!   body's bound buffers are never written;
 //! - no later step reads it (through any view of it);
 //! - it is not (the storage of) a graph output, which must keep its value;
 //! - when it is a state input (aliased by an output), the chain of
@@ -48,10 +49,11 @@ impl Context<'static> {
 
 /// Decides each site in step order (earlier in-place results extend their
 /// base's storage, which later decisions see) and drops the copies no
-/// longer needed.
+/// longer needed, and the matching entries of `flags` (one per step).
 pub(crate) fn decide(
     buffers: &mut [Buffer],
     steps: &mut Vec<Step>,
+    flags: &mut Vec<bool>,
     sites: Vec<UpdateSite>,
     cx: &Context,
 ) {
@@ -79,6 +81,11 @@ pub(crate) fn decide(
     }
     let mut k = 0;
     steps.retain(|_| {
+        k += 1;
+        !dropped[k - 1]
+    });
+    let mut k = 0;
+    flags.retain(|_| {
         k += 1;
         !dropped[k - 1]
     });

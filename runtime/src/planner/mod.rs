@@ -13,11 +13,14 @@
 //!   executor points at the right memory on each iteration; a kernel that
 //!   computes a body output writes it there directly, any other body output
 //!   (an input passed through, a constant, a value returned twice) is copied.
+//! - **Load-time work** ([`hoist`]): launches on weights and constants
+//!   alone run once when the executor is created.
 //! - **State**: an output aliasing an input it does not share storage with
 //!   is written back by the executor after the run; when its value lives in
 //!   another input's storage, a copy to scratch is planned first, so
 //!   write-backs never read a buffer another write-back overwrites.
 
+mod hoist;
 mod inplace;
 mod slots;
 mod symbols;
@@ -58,6 +61,7 @@ pub fn plan(graph: &Graph) -> Result<Plan, PlanError> {
     let mut level = Level::new(graph, &input_bufs, HashMap::new());
     b.plan_nodes(&mut level)?;
     let mut steps = level.steps;
+    let mut at_load = hoist::mark(&mut b.buffers, &b.kernels, &steps);
     let targets = inplace::state_targets(graph);
     let output_bufs: Vec<BufferId> = graph
         .outputs()
@@ -67,6 +71,7 @@ pub fn plan(graph: &Graph) -> Result<Plan, PlanError> {
     inplace::decide(
         &mut b.buffers,
         &mut steps,
+        &mut at_load,
         level.updates,
         &inplace::Context {
             inputs: &inputs,
@@ -79,6 +84,10 @@ pub fn plan(graph: &Graph) -> Result<Plan, PlanError> {
             targets: &targets,
         },
     );
+    let (load_steps, steps): (Vec<_>, Vec<_>) =
+        steps.into_iter().zip(at_load).partition(|(_, load)| *load);
+    let load_steps: Vec<Step> = load_steps.into_iter().map(|(s, _)| s).collect();
+    let mut steps: Vec<Step> = steps.into_iter().map(|(s, _)| s).collect();
     // An aliased output whose value lives in another input's storage is
     // copied out, so the executor's write-backs only read scratch, weights
     // or the state's own buffer.
@@ -109,6 +118,7 @@ pub fn plan(graph: &Graph) -> Result<Plan, PlanError> {
         buffers: b.buffers,
         kernels: b.kernels,
         steps,
+        load_steps,
         num_slots: 0,
     };
     slots::assign(&mut plan);
@@ -187,7 +197,8 @@ impl Builder {
         }
     }
 
-    /// The kernel for `op` on these operand types; identical ones are shared.
+    /// The kernel for `op` on these operand types; identical ones are shared
+    /// (the same op in every layer of a decoder, whatever its location).
     fn kernel(
         &mut self,
         op: &Op,
@@ -195,7 +206,7 @@ impl Builder {
         result_types: Vec<TensorType>,
         loc: &Option<String>,
     ) -> usize {
-        let key = (op.clone(), operand_types.clone());
+        let key = (without_locs(op), operand_types.clone());
         if let Some(&k) = self.kernel_ids.get(&key) {
             return k;
         }
@@ -383,9 +394,11 @@ impl Builder {
                 });
             }
         }
+        let mut flags = vec![false; steps.len()];
         inplace::decide(
             &mut self.buffers,
             &mut steps,
+            &mut flags,
             sub.updates,
             &inplace::Context::body(),
         );
@@ -402,6 +415,26 @@ impl Builder {
             name: body.name.clone(),
         }));
         Ok(())
+    }
+}
+
+/// `op` with its body's name and its nodes' source locations removed: they
+/// name the layer a kernel came from, not what it computes.
+fn without_locs(op: &Op) -> Op {
+    match op {
+        Op::Fused(f) => {
+            let mut body = (*f.body).clone();
+            body.name = "body".into();
+            let ids: Vec<NodeId> = body.node_ids().collect();
+            for n in ids {
+                body.set_loc(n, None);
+            }
+            Op::Fused(kiln_ir::FusedOp {
+                kind: f.kind,
+                body: std::sync::Arc::new(body),
+            })
+        }
+        _ => op.clone(),
     }
 }
 

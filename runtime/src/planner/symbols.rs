@@ -39,3 +39,13 @@ fn collect(g: &Graph, out: &mut BTreeSet<String>) {
         }
     }
 }
+
+/// True when a kernel op mentions no size symbol (in its body's types or
+/// attributes), so on static operands it computes the same on every run.
+pub(crate) fn op_is_static(op: &Op) -> bool {
+    match op {
+        Op::MatMul => true,
+        Op::Fused(f) => of_graph(&f.body).is_empty(),
+        _ => false,
+    }
+}
