@@ -25,8 +25,8 @@ mod embedded {
 
 /// How text becomes tokens.
 pub enum TextCodec {
-    /// A Hugging Face tokenizer.
-    Hf(Tokenizer),
+    /// A Hugging Face tokenizer (boxed: it is large).
+    Hf(Box<Tokenizer>),
     /// Bytes as tokens (built-in byte-vocabulary models).
     Bytes,
 }
@@ -113,7 +113,7 @@ pub fn load_dir(dir: &Path) -> Result<LoadedModel, KilnError> {
         sampling: sampling_defaults(generation.as_ref()),
         graph,
         weights: m.weights,
-        codec: m.tokenizer.map(TextCodec::Hf),
+        codec: m.tokenizer.map(|t| TextCodec::Hf(Box::new(t))),
         bos_token_id: m.bos_token_id,
         eos_token_ids: m.eos_token_ids,
     })
@@ -145,7 +145,7 @@ pub fn load_default() -> Result<LoadedModel, KilnError> {
         eos_token_ids: id("eos_token_id")
             .map(|e| vec![e])
             .unwrap_or_else(|| tokenizer.eos_token_ids().to_vec()),
-        codec: Some(TextCodec::Hf(tokenizer)),
+        codec: Some(TextCodec::Hf(Box::new(tokenizer))),
     })
 }
 

@@ -105,3 +105,13 @@ fn tiny_decoder_ptx_passes_ptxas() {
         }
     }
 }
+
+/// A plan is plain data: it survives a JSON round trip (what an artifact stores).
+#[test]
+fn plans_round_trip_through_json() {
+    let model = kiln::model::load("llama-tiny", 0).unwrap();
+    let exe = jit(&model.graph, &model.weights, &CompileOptions::default()).unwrap();
+    let json = serde_json::to_string(exe.plan()).unwrap();
+    let back: kiln_runtime::Plan = serde_json::from_str(&json).unwrap();
+    assert_eq!(&back, exe.plan());
+}

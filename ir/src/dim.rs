@@ -15,7 +15,8 @@ use std::fmt;
 type Monomial = Vec<String>;
 
 /// A symbolic dimension: `Σ coef · Π symbols`, canonical (no zero coefficients).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Serialized as its canonical text (`"past+seq"`), which every format can hold.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dim {
     terms: BTreeMap<Monomial, i64>,
 }
@@ -231,6 +232,19 @@ impl Dim {
             out = &out + &term;
         }
         out
+    }
+}
+
+impl Serialize for Dim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dim, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -482,6 +496,15 @@ mod tests {
         assert!(matches!(d.unify(9, &mut b), Err(DimError::Mismatch { .. })));
         let two: Dim = "2*n".parse().unwrap();
         assert!(two.unify(7, &mut Bindings::new()).is_err());
+    }
+
+    #[test]
+    fn serializes_as_its_text() {
+        let d: Dim = "2*seq+past-1".parse().unwrap();
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, "\"past+2*seq-1\"");
+        assert_eq!(serde_json::from_str::<Dim>(&json).unwrap(), d);
+        assert!(serde_json::from_str::<Dim>("\"seq+\"").is_err());
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod json;
 pub mod kernel;
 pub mod literal;
 pub mod op;
+mod serde_float;
 pub mod tensor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

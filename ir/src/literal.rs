@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum LiteralData {
     /// Values of a float literal; for f32/f16/bf16 they are already rounded to that type.
-    Float(Vec<f64>),
+    Float(#[serde(with = "crate::serde_float::vec")] Vec<f64>),
     Int(Vec<i64>),
     Bool(Vec<bool>),
 }

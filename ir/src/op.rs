@@ -78,7 +78,7 @@ named_enum!(
 
 /// An `f64` that compares and hashes by its bits (attributes such as a pad value).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct F64Bits(pub f64);
+pub struct F64Bits(#[serde(with = "crate::serde_float")] pub f64);
 impl PartialEq for F64Bits {
     fn eq(&self, o: &Self) -> bool {
         self.0.to_bits() == o.0.to_bits()
