@@ -12,7 +12,7 @@
 //! becomes the newest lag of the next step) with any evaluator;
 //! [`forecast_interp`] uses the reference interpreter.
 
-use crate::llama::{linear, param};
+use crate::layers::{linear, param};
 use kiln_ir::dsl::{BuildError, ModelBuilder};
 use kiln_ir::interp::{eval, InterpError, ParamSource};
 use kiln_ir::{shape, DType, Graph, Tensor};

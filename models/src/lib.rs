@@ -15,6 +15,7 @@
 
 pub mod arnet;
 pub mod hf;
+mod layers;
 pub mod lion;
 pub mod llama;
 pub mod mamba;

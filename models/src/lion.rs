@@ -45,7 +45,7 @@
 //! Inputs `features: f32[n, dim]`, `coords: i32[n, 2]` (x, y); output
 //! `features: f32[n, dim]`; no explicit sizes, no state.
 
-use crate::llama::{linear, param};
+use crate::layers::{linear, param};
 use kiln_ir::dsl::{BuildError, ModelBuilder, Var};
 use kiln_ir::{shape, DType, Graph, Literal, Tensor};
 use rand::{Rng, SeedableRng};

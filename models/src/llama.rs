@@ -29,6 +29,7 @@
 //! reads rows `0..past+seq`. One graph serves prefill (`past = 0`) and decode
 //! (`seq = 1`); the caller must keep `past + seq <= ctx`.
 
+use crate::layers::{linear, lm_head, param};
 use kiln_ir::dsl::{BuildError, ModelBuilder, Var};
 use kiln_ir::{shape, DType, Dim, Graph, Literal, Tensor};
 use rand::{Rng, SeedableRng};
@@ -297,24 +298,6 @@ impl LlamaConfig {
     }
 }
 
-/// `x · wᵀ (+ b)`: a Hugging Face linear layer with weight `[out, in]`.
-pub(crate) fn linear(x: &Var, w: &Var, bias: Option<&Var>) -> Var {
-    let y = x.matmul(&w.transpose(0, 1));
-    match bias {
-        Some(b) => y + b,
-        None => y,
-    }
-}
-
-/// An f32 parameter with constant dims.
-pub(crate) fn param(b: &ModelBuilder, name: &str, dims: &[usize]) -> Var {
-    b.param(
-        name,
-        DType::F32,
-        dims.iter().map(|&d| Dim::from(d)).collect(),
-    )
-}
-
 /// `x·cos + rotate_half(x)·sin` on the last axis (`rotate_half(x) =
 /// [-x2, x1]` with `x1, x2` its halves), as Hugging Face applies RoPE.
 fn rope(x: &Var, cos: &Var, sin: &Var, hd: usize) -> Var {
@@ -449,16 +432,14 @@ pub fn build(cfg: &LlamaConfig) -> Result<Graph, LlamaError> {
         x = x + mlp;
     }
 
-    let logits = {
-        let _s = b.scope("lm_head");
-        let xn = x.rms_norm(&param(&b, "model.norm.weight", &[h]), eps);
-        let head = if cfg.tie_word_embeddings {
-            embed
-        } else {
-            param(&b, "lm_head.weight", &[cfg.vocab_size, h])
-        };
-        linear(&xn, &head, None)
-    };
+    let logits = lm_head(
+        &b,
+        &x,
+        "model.norm.weight",
+        &embed,
+        cfg.tie_word_embeddings,
+        eps,
+    );
     b.output("logits", &logits);
     for ((k_name, v_name), k_all, v_all) in &new_caches {
         b.output_alias(k_name, k_all, k_name);

@@ -34,7 +34,7 @@
 //! Zero states start a sequence; prefill (`seq > 1`) and one-token decode
 //! use the same graph.
 
-use crate::llama::{linear, param};
+use crate::layers::{linear, lm_head, param};
 use kiln_ir::dsl::{BuildError, ModelBuilder, Var};
 use kiln_ir::{shape, DType, Dim, Graph, Tensor};
 use rand::{Rng, SeedableRng};
@@ -359,16 +359,14 @@ pub fn build(cfg: &MambaConfig) -> Result<Graph, MambaError> {
         new_states.push((MambaConfig::state_names(i), new_conv, new_ssm));
     }
 
-    let logits = {
-        let _s = b.scope("lm_head");
-        let xn = x.rms_norm(&param(&b, "backbone.norm_f.weight", &[h]), eps);
-        let head = if cfg.tie_word_embeddings {
-            embed
-        } else {
-            param(&b, "lm_head.weight", &[cfg.vocab_size, h])
-        };
-        linear(&xn, &head, None)
-    };
+    let logits = lm_head(
+        &b,
+        &x,
+        "backbone.norm_f.weight",
+        &embed,
+        cfg.tie_word_embeddings,
+        eps,
+    );
     b.output("logits", &logits);
     for ((conv_name, ssm_name), conv, ssm) in &new_states {
         b.output_alias(conv_name, conv, conv_name);

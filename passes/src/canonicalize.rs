@@ -68,9 +68,6 @@ impl Pass for Canonicalize {
     fn description(&self) -> &'static str {
         "e-graph rewriting with staged rulesets (shape folding, algebra, constant folding), DAG-aware extraction by the cost model"
     }
-    fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError> {
-        self.run_with_detail(graph, opts).map(|(g, _)| g)
-    }
     fn run_with_detail(
         &self,
         graph: Graph,
@@ -98,7 +95,12 @@ impl Pass for Cse {
     fn description(&self) -> &'static str {
         "common-subexpression elimination by hash-consing (e-graph round trip, no rules)"
     }
-    fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError> {
-        rewrite_graph(&graph, &[], opts, self.name()).map(|(g, _, _)| g)
+    fn run_with_detail(
+        &self,
+        graph: Graph,
+        opts: &PassOptions,
+    ) -> Result<(Graph, String), PassError> {
+        let (g, _, cost) = rewrite_graph(&graph, &[], opts, self.name())?;
+        Ok((g, format!("extracted cost {:.1} µs", cost / 1000.0)))
     }
 }

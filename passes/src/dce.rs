@@ -15,9 +15,6 @@ impl Pass for Dce {
     fn description(&self) -> &'static str {
         "dead-code elimination: drop nodes no output depends on"
     }
-    fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError> {
-        self.run_with_detail(graph, opts).map(|(g, _)| g)
-    }
     fn run_with_detail(
         &self,
         mut graph: Graph,

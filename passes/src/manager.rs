@@ -16,17 +16,16 @@ pub trait Pass: Send + Sync {
     fn name(&self) -> &'static str;
     /// One line for `--help` and reports.
     fn description(&self) -> &'static str;
-    /// Transforms the graph.
-    fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError>;
     /// Transforms the graph and says what happened (e-graph iterations, stop
-    /// reason, rules applied, kernels formed). Defaults to [`Pass::run`] with
-    /// no detail.
+    /// reason, rules applied, kernels formed) for the pass report.
     fn run_with_detail(
         &self,
         graph: Graph,
         opts: &PassOptions,
-    ) -> Result<(Graph, String), PassError> {
-        Ok((self.run(graph, opts)?, String::new()))
+    ) -> Result<(Graph, String), PassError>;
+    /// Transforms the graph.
+    fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError> {
+        self.run_with_detail(graph, opts).map(|(g, _)| g)
     }
 }
 

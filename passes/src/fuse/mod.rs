@@ -41,9 +41,6 @@ impl Pass for Fuse {
     fn description(&self) -> &'static str {
         "partition into kernels: row kernels around reductions, maximal loop kernels, matmul/update_slice/scan as is (scan bodies fused too), reshapes as views"
     }
-    fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError> {
-        self.run_with_detail(graph, opts).map(|(g, _)| g)
-    }
     fn run_with_detail(
         &self,
         graph: Graph,
