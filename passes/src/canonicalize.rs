@@ -52,10 +52,16 @@ pub fn run_rules(
 
 /// The canonicalize stages in order: shape folding, algebra, constant folding.
 pub fn canonicalize_stages() -> Vec<(&'static str, Vec<&'static RuleDef>)> {
-    Stage::ALL
-        .iter()
-        .map(|s| (s.name(), stage_rules(*s)))
-        .collect()
+    stages(&Stage::CANONICALIZE)
+}
+
+/// The staged rulesets of `recognize`, in order.
+pub fn recognize_stages() -> Vec<(&'static str, Vec<&'static RuleDef>)> {
+    stages(&Stage::RECOGNIZE)
+}
+
+fn stages(which: &[Stage]) -> Vec<(&'static str, Vec<&'static RuleDef>)> {
+    which.iter().map(|s| (s.name(), stage_rules(*s))).collect()
 }
 
 /// `canonicalize`: the e-graph with the staged rulesets, then DAG extraction.
@@ -74,6 +80,35 @@ impl Pass for Canonicalize {
         opts: &PassOptions,
     ) -> Result<(Graph, String), PassError> {
         let (g, report, cost) = rewrite_graph(&graph, &canonicalize_stages(), opts, self.name())?;
+        Ok((
+            g,
+            format!(
+                "{}; extracted cost {:.1} µs",
+                report.summary(),
+                cost / 1000.0
+            ),
+        ))
+    }
+}
+
+/// `recognize`: the e-graph with the recognition and lowering rulesets —
+/// composite computations in normalized form become kernel-level ops — then
+/// DAG extraction, which keeps a kernel only where the cost model says so.
+pub struct Recognize;
+
+impl Pass for Recognize {
+    fn name(&self) -> &'static str {
+        "recognize"
+    }
+    fn description(&self) -> &'static str {
+        "e-graph recognition of composite computations (attention, linear recurrences) and lowering to kernel-level ops, DAG-aware extraction"
+    }
+    fn run_with_detail(
+        &self,
+        graph: Graph,
+        opts: &PassOptions,
+    ) -> Result<(Graph, String), PassError> {
+        let (g, report, cost) = rewrite_graph(&graph, &recognize_stages(), opts, self.name())?;
         Ok((
             g,
             format!(

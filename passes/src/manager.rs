@@ -2,7 +2,7 @@
 //! compiler stages), verifying the graph after each one, reporting what each
 //! did and dumping the graph when asked.
 
-use crate::canonicalize::{Canonicalize, Cse};
+use crate::canonicalize::{Canonicalize, Cse, Recognize};
 use crate::dce::Dce;
 use crate::error::PassError;
 use crate::fuse::Fuse;
@@ -59,6 +59,7 @@ impl std::fmt::Display for PassReport {
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(Canonicalize),
+        Box::new(Recognize),
         Box::new(Cse),
         Box::new(Dce),
         Box::new(Fuse),
@@ -76,10 +77,15 @@ pub struct PassManager {
 }
 
 impl PassManager {
-    /// `canonicalize`, `dce`, `fuse`.
+    /// `canonicalize`, `recognize`, `dce`, `fuse`.
     pub fn default_pipeline() -> Self {
         PassManager {
-            passes: vec![Box::new(Canonicalize), Box::new(Dce), Box::new(Fuse)],
+            passes: vec![
+                Box::new(Canonicalize),
+                Box::new(Recognize),
+                Box::new(Dce),
+                Box::new(Fuse),
+            ],
         }
     }
 

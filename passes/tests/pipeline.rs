@@ -33,7 +33,7 @@ fn four_layer_decoder_runs_through_the_pipeline() {
     };
     let g = cfg.build();
     let pm = PassManager::default_pipeline();
-    assert_eq!(pm.names(), vec!["canonicalize", "dce", "fuse"]);
+    assert_eq!(pm.names(), vec!["canonicalize", "recognize", "dce", "fuse"]);
     let (out, reports) = pm.run(g.clone(), &PassOptions::default()).unwrap();
     kiln_ir::verify(&out).unwrap();
     check_kernel_level(&out).unwrap();

@@ -33,16 +33,34 @@ pub enum Stage {
     Algebra,
     /// Constant folding (splats of any shape, small static tensors).
     Fold,
+    /// Recognizing composite computations in normalized form (softmax,
+    /// attention, linear recurrences) — run by the `recognize` pass.
+    Recognize,
+    /// Lowering recognized computations to kernel-level ops (flash attention,
+    /// linear scans, and the opt-in lossy variants) — run by `recognize`.
+    Lower,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Shape, Stage::Algebra, Stage::Fold];
+    pub const ALL: [Stage; 5] = [
+        Stage::Shape,
+        Stage::Algebra,
+        Stage::Fold,
+        Stage::Recognize,
+        Stage::Lower,
+    ];
+    /// The stages of the `canonicalize` pass.
+    pub const CANONICALIZE: [Stage; 3] = [Stage::Shape, Stage::Algebra, Stage::Fold];
+    /// The stages of the `recognize` pass.
+    pub const RECOGNIZE: [Stage; 2] = [Stage::Recognize, Stage::Lower];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Shape => "shape",
             Stage::Algebra => "algebra",
             Stage::Fold => "fold",
+            Stage::Recognize => "recognize",
+            Stage::Lower => "lower",
         }
     }
 }
@@ -273,7 +291,7 @@ mod tests {
             assert!(seen.insert(r.name), "duplicate rule name {}", r.name);
             assert!(!r.summary.is_empty(), "rule {} has no summary", r.name);
         }
-        for s in Stage::ALL {
+        for s in Stage::CANONICALIZE {
             assert!(!stage_rules(s).is_empty(), "stage {} is empty", s.name());
         }
     }
