@@ -37,10 +37,10 @@ fn four_layer_decoder_runs_through_the_pipeline() {
     let (out, reports) = pm.run(g.clone(), &PassOptions::default()).unwrap();
     kiln_ir::verify(&out).unwrap();
     check_kernel_level(&out).unwrap();
-    assert_eq!(reports.len(), 3);
+    assert_eq!(reports.len(), 4);
     assert!(reports[0].detail.contains("stop:"), "{}", reports[0]);
-    assert!(reports[2].detail.contains("kernel"), "{}", reports[2]);
-    assert!(reports[2].nodes_after < reports[2].nodes_before);
+    assert!(reports[3].detail.contains("kernel"), "{}", reports[3]);
+    assert!(reports[3].nodes_after < reports[3].nodes_before);
     for t in 0..2 {
         let (inputs, params) = decoder_env(&g, cfg.vocab, 40 + t);
         let want = run(&g, &inputs, &params).unwrap();
@@ -248,7 +248,7 @@ fn dumps_after_each_pass() {
     }
     .build();
     let (out, _) = PassManager::default_pipeline().run(g, &opts).unwrap();
-    for (i, pass) in ["input", "canonicalize", "dce", "fuse"].iter().enumerate() {
+    for (i, pass) in ["input", "canonicalize", "recognize", "dce", "fuse"].iter().enumerate() {
         let path = DumpConfig::file_for(&dir, "decoder", i, pass);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
