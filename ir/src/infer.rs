@@ -387,6 +387,34 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, TypeErr
             one(base.clone())
         }
         Op::Scan(s) => infer_scan(op, s, inputs),
+        Op::Attention(a) => {
+            if !a.causal && a.offset != Dim::constant(0) {
+                return err(op, format!("offset {} without causal", a.offset));
+            }
+            if !a.causal && !a.slopes.is_empty() {
+                return err(op, "harmonic slopes need causal attention");
+            }
+            if a.offset.as_const().is_some_and(|o| o < 0) {
+                return err(op, format!("negative offset {}", a.offset));
+            }
+            crate::attention::infer_attention(inputs, a.bias, a.slopes.len())
+                .map(|t| vec![t])
+                .or_else(|m| err(op, m))
+        }
+        Op::PrFlash(a) => {
+            if a.block == 0 {
+                return err(op, "block size 0");
+            }
+            if !(a.c.0 > 0.0 && a.c.0.is_finite()) {
+                return err(op, format!("c must be positive and finite, got {}", a.c.0));
+            }
+            if a.offset.as_const().is_some_and(|o| o < 0) {
+                return err(op, format!("negative offset {}", a.offset));
+            }
+            crate::attention::infer_attention(inputs, false, 0)
+                .map(|t| vec![t])
+                .or_else(|m| err(op, m))
+        }
         Op::Fused(f) => {
             let body_inputs = f.body.input_types();
             if body_inputs.len() != inputs.len() {

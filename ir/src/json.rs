@@ -197,6 +197,7 @@ fn attr_json(v: &AttrValue) -> J {
         AttrValue::Ints(v) => J::Array(v.iter().map(|&n| J::from(n)).collect()),
         AttrValue::Shape(s) => J::Array(s.iter().map(dim_json).collect()),
         AttrValue::Float(f) => float_json(DType::I64, *f),
+        AttrValue::Floats(v) => J::Array(v.iter().map(|&f| float_json(DType::I64, f)).collect()),
         other => J::String(other.to_string()),
     }
 }
@@ -574,6 +575,19 @@ fn decode_attr(kind: AttrKind, v: &J) -> Option<Result<AttrValue, String>> {
                 Ok(f) => AttrValue::Float(f),
                 Err(e) => return Some(Err(e)),
             }
+        }
+        AttrKind::Floats => {
+            let mut out = Vec::new();
+            for x in v.as_array()? {
+                if matches!(x, J::Bool(_)) {
+                    return None;
+                }
+                match element_text(x).and_then(|t| number::parse_float(&t, DType::I64)) {
+                    Ok(f) => out.push(f),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            AttrValue::Floats(out)
         }
         AttrKind::Kind => {
             let w = word(v)?;

@@ -6,6 +6,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`attention`] | the attention kernel ops and their shared math |
 //! | [`dim`] | symbolic dimensions (`seq`, `past+seq`) and their evaluation |
 //! | [`types`] | dtypes, shapes, tensor types |
 //! | [`op`] | the op set (logical and kernel-level) |
@@ -19,6 +20,7 @@
 //! | [`tensor`] | host tensors |
 //! | [`kernel`] | the kernel model (grid of blocks, CPU and GPU ABI) |
 
+pub mod attention;
 pub mod dim;
 pub mod dot;
 pub mod dsl;

@@ -1,7 +1,7 @@
 //! The operation set.
 //!
-//! Logical ops are what the DSL writes; kernel-level ops ([`Op::Fused`]) are
-//! introduced by the optimizer. Every op has reference semantics in
+//! Logical ops are what the DSL writes; kernel-level ops ([`Op::Fused`],
+//! [`Op::Attention`], [`Op::PrFlash`]) are introduced by the optimizer. Every op has reference semantics in
 //! [`crate::interp`] and a type rule in [`crate::infer`].
 
 use crate::graph::Graph;
@@ -194,6 +194,10 @@ pub enum Op {
     },
     Scan(ScanOp),
     Fused(FusedOp),
+    /// `flash_attention` (kernel-level; see [`crate::attention`]).
+    Attention(crate::attention::AttentionOp),
+    /// `prflash_attention` (kernel-level, lossy; see [`crate::attention`]).
+    PrFlash(crate::attention::PrFlashOp),
 }
 
 impl Op {
@@ -221,6 +225,8 @@ impl Op {
             Op::UpdateSlice { .. } => "update_slice",
             Op::Scan(_) => "scan",
             Op::Fused(_) => "fused",
+            Op::Attention(_) => "flash_attention",
+            Op::PrFlash(_) => "prflash_attention",
         }
     }
 

@@ -99,6 +99,22 @@ impl CostModel {
                 (bytes_in + bytes_out, steps * body, steps.max(1.0))
             }
             Op::Fused(f) => (bytes_in + bytes_out, body_elems(&f.body), 1.0),
+            // Scores never reach memory: q, k, v (and any bias) are read once,
+            // the result written once; per score a dot product, an exp and an
+            // accumulation into the value row. Causal and sparse variants skip
+            // about half of the scores or more; counted in full (an upper bound).
+            Op::Attention(_) | Op::PrFlash(_) => {
+                let (q, k) = (inputs[0], inputs[1]);
+                let d = q.shape.last().map_or(1.0, dim);
+                let tk = k.shape.get(k.rank().wrapping_sub(2)).map_or(1.0, dim);
+                let dv = outputs[0].shape.last().map_or(1.0, dim).max(1.0);
+                let scores = out_elems / dv * tk;
+                (
+                    bytes_in + bytes_out,
+                    scores * (2.0 * d + 2.0 * dv + 20.0),
+                    1.0,
+                )
+            }
         };
         moved / self.bandwidth + flops / self.flops + overhead * self.overhead
     }

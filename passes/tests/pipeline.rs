@@ -248,7 +248,10 @@ fn dumps_after_each_pass() {
     }
     .build();
     let (out, _) = PassManager::default_pipeline().run(g, &opts).unwrap();
-    for (i, pass) in ["input", "canonicalize", "recognize", "dce", "fuse"].iter().enumerate() {
+    for (i, pass) in ["input", "canonicalize", "recognize", "dce", "fuse"]
+        .iter()
+        .enumerate()
+    {
         let path = DumpConfig::file_for(&dir, "decoder", i, pass);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

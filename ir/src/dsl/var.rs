@@ -339,6 +339,34 @@ impl Var {
         let start = start.into();
         self.op2(Op::UpdateSlice { axis, start }, update, caller)
     }
+
+    /// `flash_attention` with `self` as the queries (see [`crate::attention`]);
+    /// `bias`, when given, must agree with `op.bias`. Models normally write
+    /// attention out and let the optimizer recognize it; this is for kernels
+    /// the model wants explicitly (and for tests).
+    #[track_caller]
+    pub fn flash_attention(
+        &self,
+        k: &Var,
+        v: &Var,
+        bias: Option<&Var>,
+        op: crate::attention::AttentionOp,
+    ) -> Var {
+        let mut operands = vec![self.value, k.value, v.value];
+        operands.extend(bias.map(|b| b.value));
+        self.builder
+            .add(Op::Attention(op), &operands, Location::caller())
+    }
+
+    /// `prflash_attention` with `self` as the queries (see [`crate::attention`]).
+    #[track_caller]
+    pub fn prflash_attention(&self, k: &Var, v: &Var, op: crate::attention::PrFlashOp) -> Var {
+        self.builder.add(
+            Op::PrFlash(op),
+            &[self.value, k.value, v.value],
+            Location::caller(),
+        )
+    }
 }
 
 macro_rules! operator {

@@ -7,7 +7,7 @@
 use super::error::{dim_err, InterpError};
 use super::index::numel;
 use super::value::{describe, storage_is, storage_name_for, Out};
-use super::{elementwise, matmul, reduce, scan, shape_ops, EvalOptions, Precision};
+use super::{attention, elementwise, matmul, reduce, scan, shape_ops, EvalOptions, Precision};
 use crate::dim::{Bindings, Dim};
 use crate::infer::infer;
 use crate::op::Op;
@@ -85,6 +85,14 @@ fn concretize<'o>(op: &'o Op, b: &Bindings) -> Result<Cow<'o, Op>, InterpError> 
             high: eval_dim(high, b)?,
             value: *value,
         }),
+        Op::Attention(a) => Cow::Owned(Op::Attention(crate::attention::AttentionOp {
+            offset: eval_dim(&a.offset, b)?,
+            ..a.clone()
+        })),
+        Op::PrFlash(a) => Cow::Owned(Op::PrFlash(crate::attention::PrFlashOp {
+            offset: eval_dim(&a.offset, b)?,
+            ..a.clone()
+        })),
         op => Cow::Borrowed(op),
     })
 }
@@ -150,6 +158,8 @@ fn apply_simple(
         } => shape_ops::pad(a(0), *axis, size(low)?, size(high)?, value.0, p)?,
         Op::Gather { axis } => shape_ops::gather(a(0), a(1), *axis)?,
         Op::MatMul => matmul::matmul(a(0), a(1), &out, p)?,
+        Op::Attention(at) => attention::flash_attention(at, size(&at.offset)?, args, &out, p)?,
+        Op::PrFlash(at) => attention::prflash_attention(at, size(&at.offset)?, args, &out, p)?,
         Op::Input { .. } | Op::Param { .. } | Op::Scan(_) | Op::Fused(_) => {
             return Err(InterpError::operands("not a simple op"))
         }

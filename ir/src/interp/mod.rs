@@ -38,6 +38,7 @@
 //! [`Precision::F64`] nothing is rounded, which is how the interpreter
 //! checks itself (and any f32 path) against double precision.
 
+mod attention;
 mod dispatch;
 pub mod elementwise;
 mod error;

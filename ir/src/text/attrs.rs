@@ -4,6 +4,7 @@
 //! this table, so they cannot disagree.
 
 use super::print::format_float;
+use crate::attention::{AttentionOp, PrFlashOp};
 use crate::graph::Graph;
 use crate::op::{BinaryOp, CmpOp, F64Bits, FusedOp, FusionKind, Op, ReduceOp, ScanOp, UnaryOp};
 use crate::types::{DType, Shape, TensorType};
@@ -28,6 +29,8 @@ pub(crate) enum AttrKind {
     Type,
     /// An `f64` (a pad value).
     Float,
+    /// A list of `f64` (`[0.5,0.25]`).
+    Floats,
     /// A fusion kind (`loop`, `row`).
     Kind,
 }
@@ -44,6 +47,7 @@ impl AttrKind {
             AttrKind::DType => "a dtype such as f32",
             AttrKind::Type => "a tensor type such as f32[seq,4]",
             AttrKind::Float => "a number, inf, -inf or nan",
+            AttrKind::Floats => "a list of numbers such as [0.5,0.25]",
             AttrKind::Kind => "a fusion kind (loop or row)",
         }
     }
@@ -60,6 +64,7 @@ pub(crate) enum AttrValue {
     DType(DType),
     Type(TensorType),
     Float(f64),
+    Floats(Vec<f64>),
     Kind(FusionKind),
 }
 
@@ -80,6 +85,10 @@ impl fmt::Display for AttrValue {
             AttrValue::DType(d) => write!(f, "{d}"),
             AttrValue::Type(t) => write!(f, "{t}"),
             AttrValue::Float(v) => f.write_str(&format_float(DType::I64, *v)),
+            AttrValue::Floats(v) => {
+                let v: Vec<String> = v.iter().map(|x| format_float(DType::I64, *x)).collect();
+                write!(f, "[{}]", v.join(","))
+            }
             AttrValue::Kind(k) => f.write_str(k.name()),
         }
     }
@@ -108,7 +117,8 @@ pub(crate) fn classify(name: &str) -> Option<OpName> {
         "const" => OpName::Const,
         "scan" | "fused" => OpName::WithBody,
         "iota" | "select" | "cast" | "reshape" | "permute" | "broadcast" | "slice" | "concat"
-        | "pad" | "gather" | "matmul" | "update_slice" => OpName::Plain,
+        | "pad" | "gather" | "matmul" | "update_slice" | "flash_attention"
+        | "prflash_attention" => OpName::Plain,
         _ if UnaryOp::from_name(name).is_some()
             || BinaryOp::from_name(name).is_some()
             || CmpOp::from_name(name).is_some()
@@ -145,6 +155,21 @@ pub(crate) fn spec(name: &str) -> &'static [(&'static str, AttrKind)] {
             ("reverse", K::Bool),
         ],
         "fused" => &[("kind", K::Kind)],
+        "flash_attention" => &[
+            ("scale", K::Float),
+            ("causal", K::Bool),
+            ("offset", K::Dim),
+            ("bias", K::Bool),
+            ("slopes", K::Floats),
+        ],
+        "prflash_attention" => &[
+            ("scale", K::Float),
+            ("offset", K::Dim),
+            ("block", K::Int),
+            ("c", K::Float),
+            ("seed", K::Int),
+            ("per_head", K::Bool),
+        ],
         _ if ReduceOp::from_name(name).is_some() => &[("axes", K::Ints), ("keep_dims", K::Bool)],
         _ => &[],
     }
@@ -191,6 +216,21 @@ pub(crate) fn op_attrs(op: &Op) -> Vec<(&'static str, AttrValue)> {
             ("reverse", V::Bool(s.reverse)),
         ],
         Op::Fused(f) => vec![("kind", V::Kind(f.kind))],
+        Op::Attention(a) => vec![
+            ("scale", V::Float(a.scale.0)),
+            ("causal", V::Bool(a.causal)),
+            ("offset", V::Dim(a.offset.clone())),
+            ("bias", V::Bool(a.bias)),
+            ("slopes", V::Floats(a.slopes.iter().map(|s| s.0).collect())),
+        ],
+        Op::PrFlash(a) => vec![
+            ("scale", V::Float(a.scale.0)),
+            ("offset", V::Dim(a.offset.clone())),
+            ("block", V::Int(a.block)),
+            ("c", V::Float(a.c.0)),
+            ("seed", V::Int(a.seed as usize)),
+            ("per_head", V::Bool(a.per_head)),
+        ],
         _ => vec![],
     }
 }
@@ -242,6 +282,18 @@ impl Attrs {
     fn shape(&mut self, key: &str) -> Result<Shape, String> {
         match self.take(key)? {
             AttrValue::Shape(v) => Ok(v),
+            _ => Err(self.wrong(key)),
+        }
+    }
+    fn float(&mut self, key: &str) -> Result<F64Bits, String> {
+        match self.take(key)? {
+            AttrValue::Float(v) => Ok(F64Bits(v)),
+            _ => Err(self.wrong(key)),
+        }
+    }
+    fn floats(&mut self, key: &str) -> Result<Vec<F64Bits>, String> {
+        match self.take(key)? {
+            AttrValue::Floats(v) => Ok(v.into_iter().map(F64Bits).collect()),
             _ => Err(self.wrong(key)),
         }
     }
@@ -321,6 +373,21 @@ pub(crate) fn build_op(name: &str, mut a: Attrs, body: Option<Graph>) -> Result<
                     _ => return Err(a.wrong("value")),
                 }
             }
+            "flash_attention" => Op::Attention(AttentionOp {
+                scale: a.float("scale")?,
+                causal: a.bool("causal")?,
+                offset: a.dim("offset")?,
+                bias: a.bool("bias")?,
+                slopes: a.floats("slopes")?,
+            }),
+            "prflash_attention" => Op::PrFlash(PrFlashOp {
+                scale: a.float("scale")?,
+                offset: a.dim("offset")?,
+                block: a.int("block")?,
+                c: a.float("c")?,
+                seed: a.int("seed")? as u64,
+                per_head: a.bool("per_head")?,
+            }),
             "scan" => Op::Scan(ScanOp {
                 num_carry: a.int("num_carry")?,
                 num_xs: a.int("num_xs")?,

@@ -681,6 +681,14 @@ impl<'a> Parser<'a> {
                 let v = number::parse_float(&text, DType::I64).map_err(|m| self.err(at, m))?;
                 Ok(AttrValue::Float(v))
             }
+            AttrKind::Floats => {
+                self.expect('[')?;
+                let v = self.list(']', |p| {
+                    let (text, at) = p.literal_item()?;
+                    number::parse_float(&text, DType::I64).map_err(|m| p.err(at, m))
+                })?;
+                Ok(AttrValue::Floats(v))
+            }
         }
     }
 

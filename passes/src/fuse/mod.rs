@@ -165,7 +165,7 @@ pub fn fuse_with(mut graph: Graph, opts: &PassOptions) -> Result<(Graph, String)
 }
 
 /// Checks that `g` is kernel-level: only input, param, const, reshape,
-/// matmul, update_slice, scan and fused nodes at the top, every fused node
+/// matmul, update_slice, attention, scan and fused nodes at the top, every fused node
 /// within the fusion contract, every scan body kernel-level too.
 pub fn check_kernel_level(g: &Graph) -> Result<(), PassError> {
     for n in g.node_ids() {
@@ -176,7 +176,9 @@ pub fn check_kernel_level(g: &Graph) -> Result<(), PassError> {
             | Op::Const(_)
             | Op::Reshape { .. }
             | Op::MatMul
-            | Op::UpdateSlice { .. } => {}
+            | Op::UpdateSlice { .. }
+            | Op::Attention(_)
+            | Op::PrFlash(_) => {}
             Op::Scan(s) => check_kernel_level(&s.body).map_err(|source| PassError::InBody {
                 place: place(g, n),
                 source: Box::new(source),
