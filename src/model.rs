@@ -72,6 +72,11 @@ pub fn load(spec: &str, seed: u64) -> Result<LoadedModel, KilnError> {
         return load_default();
     }
     if let Some(m) = kiln_models::builtin(spec) {
+        if m.shape_only {
+            return Err(KilnError::Model(format!(
+                "`{spec}` is a shape-only built-in: it has a graph but no weights, so it cannot run; use `kiln inspect --model {spec}`"
+            )));
+        }
         let graph = (m.build)()?;
         let logits_vocab = vocab_of(&graph);
         return Ok(LoadedModel {
