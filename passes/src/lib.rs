@@ -16,6 +16,7 @@
 //! | [`cost`] | bytes + flops per target |
 //! | [`extract`] | the DAG-aware extractor |
 //! | [`canonicalize`] | the e-graph passes `canonicalize` and `cse` |
+//! | [`lossy`] | the opt-in lossy transforms (PrFlashAttention) |
 //! | [`dce`] | dead-code elimination |
 //! | [`fuse`] | the fusion pass |
 //! | [`manager`] | `Pass`, `PassManager`, reports |
@@ -40,6 +41,7 @@ pub mod error;
 pub mod extract;
 pub mod fuse;
 pub mod lang;
+pub mod lossy;
 pub mod manager;
 pub mod options;
 pub mod rules;

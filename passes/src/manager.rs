@@ -6,6 +6,7 @@ use crate::canonicalize::{Canonicalize, Cse, Recognize};
 use crate::dce::Dce;
 use crate::error::PassError;
 use crate::fuse::Fuse;
+use crate::lossy::Lossy;
 use crate::options::PassOptions;
 use kiln_ir::Graph;
 use std::time::{Duration, Instant};
@@ -60,6 +61,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(Canonicalize),
         Box::new(Recognize),
+        Box::new(Lossy),
         Box::new(Cse),
         Box::new(Dce),
         Box::new(Fuse),
@@ -77,12 +79,13 @@ pub struct PassManager {
 }
 
 impl PassManager {
-    /// `canonicalize`, `recognize`, `dce`, `fuse`.
+    /// `canonicalize`, `recognize`, `lossy`, `dce`, `fuse`.
     pub fn default_pipeline() -> Self {
         PassManager {
             passes: vec![
                 Box::new(Canonicalize),
                 Box::new(Recognize),
+                Box::new(Lossy),
                 Box::new(Dce),
                 Box::new(Fuse),
             ],

@@ -28,6 +28,8 @@ pub struct PassOptions {
     pub egraph_time_limit: Duration,
     /// Iterations per stage (each iteration searches every rule once).
     pub iter_limit: usize,
+    /// Opt-in, lossy: causal attention becomes PrFlashAttention (the `lossy` pass).
+    pub prflash: Option<crate::lossy::PrFlashConfig>,
 }
 
 impl Default for PassOptions {
@@ -40,6 +42,7 @@ impl Default for PassOptions {
             egraph_node_limit: 200_000,
             egraph_time_limit: Duration::from_secs(5),
             iter_limit: 30,
+            prflash: None,
         }
     }
 }

@@ -33,14 +33,17 @@ fn four_layer_decoder_runs_through_the_pipeline() {
     };
     let g = cfg.build();
     let pm = PassManager::default_pipeline();
-    assert_eq!(pm.names(), vec!["canonicalize", "recognize", "dce", "fuse"]);
+    assert_eq!(
+        pm.names(),
+        vec!["canonicalize", "recognize", "lossy", "dce", "fuse"]
+    );
     let (out, reports) = pm.run(g.clone(), &PassOptions::default()).unwrap();
     kiln_ir::verify(&out).unwrap();
     check_kernel_level(&out).unwrap();
-    assert_eq!(reports.len(), 4);
+    assert_eq!(reports.len(), 5);
     assert!(reports[0].detail.contains("stop:"), "{}", reports[0]);
-    assert!(reports[3].detail.contains("kernel"), "{}", reports[3]);
-    assert!(reports[3].nodes_after < reports[3].nodes_before);
+    assert!(reports[4].detail.contains("kernel"), "{}", reports[4]);
+    assert!(reports[4].nodes_after < reports[4].nodes_before);
     for t in 0..2 {
         let (inputs, params) = decoder_env(&g, cfg.vocab, 40 + t);
         let want = run(&g, &inputs, &params).unwrap();
@@ -248,7 +251,7 @@ fn dumps_after_each_pass() {
     }
     .build();
     let (out, _) = PassManager::default_pipeline().run(g, &opts).unwrap();
-    for (i, pass) in ["input", "canonicalize", "recognize", "dce", "fuse"]
+    for (i, pass) in ["input", "canonicalize", "recognize", "lossy", "dce", "fuse"]
         .iter()
         .enumerate()
     {
