@@ -26,6 +26,11 @@ struct Cli {
     /// by commas; same as KILN_PRINT_AFTER).
     #[arg(long, global = true, value_name = "PASSES")]
     print_after: Option<String>,
+    /// Attention kernels: `exact` (flash attention), or the opt-in, lossy
+    /// probabilistic block-sparse `prflash[:block=64,c=4,seed=0,shared]`
+    /// (causal attention only; see DESIGN.md §4).
+    #[arg(long, global = true, value_name = "MODE", default_value = "exact", value_parser = parse_attention)]
+    attention: AttentionMode,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +51,16 @@ enum Command {
     Logits(logits::Args),
 }
 
+#[derive(Clone, Debug)]
+struct AttentionMode(Option<kiln_passes::lossy::PrFlashConfig>);
+
+fn parse_attention(s: &str) -> Result<AttentionMode, String> {
+    if s == "exact" {
+        return Ok(AttentionMode(None));
+    }
+    kiln_passes::lossy::PrFlashConfig::parse(s).map(|c| AttentionMode(Some(c)))
+}
+
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut passes = kiln_passes::PassOptions::from_env();
@@ -57,6 +72,7 @@ pub fn main() -> anyhow::Result<()> {
     if let Some(p) = &cli.print_after {
         passes.dump.print_after = p.split(',').map(|s| s.trim().to_string()).collect();
     }
+    passes.prflash = cli.attention.0.clone();
     match cli.command {
         Command::Models => {
             println!(
