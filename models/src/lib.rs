@@ -57,6 +57,13 @@ pub fn builtin_models() -> Vec<BuiltinModel> {
             shape_only: false,
         },
         BuiltinModel {
+            name: "llama-tiny-harmonic",
+            description: "llama-tiny with the RoPE × ALiBi harmonic position bias (-m_h·H(i-j) on the scores), seeded random weights",
+            build: || Ok(llama::build(&harmonic_tiny_config())?),
+            weights: |seed| llama::random_weights(&harmonic_tiny_config(), seed),
+            shape_only: false,
+        },
+        BuiltinModel {
             name: "mamba-tiny",
             description: "2-layer Mamba (byte vocabulary, hidden 64, state 16, conv 4; conv/SSM state inputs), seeded random weights",
             build: || Ok(mamba::build(&mamba::tiny_config())?),
@@ -85,6 +92,14 @@ pub fn builtin_models() -> Vec<BuiltinModel> {
             shape_only: true,
         },
     ]
+}
+
+/// `llama-tiny` with the harmonic position bias (the `llama-tiny-harmonic` built-in).
+pub fn harmonic_tiny_config() -> llama::LlamaConfig {
+    llama::LlamaConfig {
+        kiln_harmonic_alibi: true,
+        ..llama::tiny_config()
+    }
 }
 
 /// The shape of Llama 2 7B (the `llama-7b-shape` built-in).

@@ -86,6 +86,10 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     pub attention_bias: bool,
     pub mlp_bias: bool,
+    /// Kiln's extension (`"kiln_harmonic_alibi": true` in `config.json`): add
+    /// the RoPE × ALiBi harmonic position bias `-m_h · H(i - j)` to the
+    /// attention scores (DESIGN.md §4), with ALiBi's head slopes `m_h`.
+    pub kiln_harmonic_alibi: bool,
 }
 
 impl Default for LlamaConfig {
@@ -108,6 +112,7 @@ impl Default for LlamaConfig {
             tie_word_embeddings: false,
             attention_bias: false,
             mlp_bias: false,
+            kiln_harmonic_alibi: false,
         }
     }
 }
@@ -117,6 +122,22 @@ fn rope_type(v: &Value) -> Option<&str> {
     v.get("rope_type")
         .or_else(|| v.get("type"))
         .map(|t| t.as_str().unwrap_or("<not a string>"))
+}
+
+/// ALiBi's head slopes: for `n` a power of two, `2^(-8(h+1)/n)`; otherwise
+/// those of the power of two below, then every other slope of the one above.
+pub fn alibi_slopes(n: usize) -> Vec<f64> {
+    let pow2 = |n: usize| -> Vec<f64> {
+        let start = 2f64.powf(-8.0 / n as f64);
+        (1..=n).map(|h| start.powi(h as i32)).collect()
+    };
+    if n.is_power_of_two() {
+        return pow2(n);
+    }
+    let p = 1 << (usize::BITS - 1 - n.leading_zeros());
+    let mut out = pow2(p);
+    out.extend(pow2(2 * p).into_iter().step_by(2).take(n - p));
+    out
 }
 
 impl LlamaConfig {
@@ -352,6 +373,29 @@ pub fn build(cfg: &LlamaConfig) -> Result<Graph, LlamaError> {
         let kpos = b.iota(DType::I32, vec![Dim::from(1), total.clone()], 1);
         (emb.cos(), emb.sin(), kpos.le(&qpos))
     };
+    // RoPE × ALiBi: -m_h · H(i - j), from a table of -H(n) indexed by the
+    // distance (clamped to the table; masked pairs are clamped to 0).
+    let harmonic = cfg.kiln_harmonic_alibi.then(|| {
+        let _s = b.scope("harmonic_alibi");
+        let n = cfg.max_position_embeddings;
+        let table: Vec<f64> = (0..=n)
+            .map(|d| -kiln_ir::attention::harmonic(d as u64))
+            .collect();
+        let table = b.constant(Literal::floats(DType::F32, vec![n + 1], &table));
+        let qpos = b
+            .arange(DType::I32, "seq", "past")
+            .reshape(shape!["seq", 1]);
+        let kpos = b.iota(DType::I32, vec![Dim::from(1), total.clone()], 1);
+        let zero = b.scalar(DType::I32, 0.0);
+        let top = b.scalar(DType::I32, n as f64);
+        let dist = (qpos - kpos).maximum(&zero).minimum(&top);
+        let slopes = b.constant(Literal::floats(
+            DType::F32,
+            vec![kvh, group, 1, 1],
+            &alibi_slopes(nh),
+        ));
+        slopes * table.gather(&dist, 0)
+    });
 
     let mut new_caches = Vec::new();
     for (i, (k_cache, v_cache)) in caches.iter().enumerate() {
@@ -393,7 +437,10 @@ pub fn build(cfg: &LlamaConfig) -> Result<Graph, LlamaError> {
                 total.clone(),
                 hd.into(),
             ]);
-            let scores = qg.matmul(&kt) * (1.0 / (hd as f64).sqrt());
+            let mut scores = qg.matmul(&kt) * (1.0 / (hd as f64).sqrt());
+            if let Some(h) = &harmonic {
+                scores = scores + h;
+            }
             let probs = visible
                 .select_scalar(&scores, f64::NEG_INFINITY)
                 .softmax(-1);

@@ -4,7 +4,7 @@
 
 use kiln_ir::interp::{eval_with, EvalOptions, ParamSource};
 use kiln_ir::{Graph, Tensor};
-use kiln_models::llama::{self, LlamaConfig, LlamaError};
+use kiln_models::llama::{self, alibi_slopes, LlamaConfig, LlamaError};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -38,6 +38,8 @@ fn configs() -> Vec<(&'static str, LlamaConfig)> {
     let mut biased = cfg(32, 4, 2, None, false, 50);
     biased.attention_bias = true;
     biased.mlp_bias = true;
+    let mut harmonic = cfg(32, 4, 2, None, false, 41);
+    harmonic.kiln_harmonic_alibi = true;
     vec![
         ("mha", cfg(32, 4, 4, None, false, 40)),
         ("gqa-kv2-tied", cfg(32, 4, 2, None, true, 40)),
@@ -45,6 +47,7 @@ fn configs() -> Vec<(&'static str, LlamaConfig)> {
         ("odd", cfg(30, 3, 1, None, true, 37)),
         ("head-dim-6", cfg(20, 4, 2, Some(6), false, 23)),
         ("biases", biased),
+        ("harmonic-alibi", harmonic),
     ]
 }
 
@@ -153,7 +156,15 @@ impl Ref<'_> {
                     let scores: Vec<f64> = (0..=t)
                         .map(|j| {
                             let k = &ks[j][kv * hd..(kv + 1) * hd];
-                            q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt()
+                            let s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>()
+                                / (hd as f64).sqrt();
+                            // RoPE × ALiBi: -m_h · H(t - j).
+                            let h: f64 = (1..=t - j).map(|n| 1.0 / n as f64).sum();
+                            if c.kiln_harmonic_alibi {
+                                s - alibi_slopes(nh)[head] * h
+                            } else {
+                                s
+                            }
                         })
                         .collect();
                     let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -552,4 +563,17 @@ fn builtin_llama_tiny_runs() {
     assert_eq!(logits.len(), 2 * 256);
     assert!(logits.iter().all(|x| x.is_finite()));
     assert_ne!((m.weights)(3), (m.weights)(4));
+}
+
+#[test]
+fn alibi_slopes_follow_the_paper() {
+    let s8 = alibi_slopes(8);
+    let want: Vec<f64> = (1..=8).map(|h| 0.5f64.powi(h)).collect();
+    assert_eq!(s8, want);
+    // Non powers of two: those of 4, then every other slope of 8.
+    let s6 = alibi_slopes(6);
+    assert_eq!(&s6[..4], &alibi_slopes(4)[..]);
+    assert_eq!(&s6[4..], &[alibi_slopes(8)[0], alibi_slopes(8)[2]]);
+    let cfg = LlamaConfig::from_json_str(r#"{"kiln_harmonic_alibi": true}"#).unwrap();
+    assert!(cfg.kiln_harmonic_alibi);
 }
