@@ -76,11 +76,11 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Models => {
             println!(
-                "{:<16} 4.7M-parameter Llama trained on the King James Bible, embedded in the binary (the default of `kiln run`)",
+                "{:<20} 4.7M-parameter Llama trained on the King James Bible, embedded in the binary (the default of `kiln run`)",
                 kiln::model::DEFAULT_MODEL
             );
             for m in kiln_models::builtin_models() {
-                println!("{:<16} {}", m.name, m.description);
+                println!("{:<20} {}", m.name, m.description);
             }
             Ok(())
         }
