@@ -415,6 +415,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, TypeErr
                 .map(|t| vec![t])
                 .or_else(|m| err(op, m))
         }
+        Op::LinearScan(l) => {
+            crate::linear_scan::infer_linear_scan(l, inputs).or_else(|m| err(op, m))
+        }
         Op::Fused(f) => {
             let body_inputs = f.body.input_types();
             if body_inputs.len() != inputs.len() {

@@ -19,6 +19,7 @@
 //! | [`interp`] | the reference interpreter |
 //! | [`tensor`] | host tensors |
 //! | [`kernel`] | the kernel model (grid of blocks, CPU and GPU ABI) |
+//! | [`linear_scan`] | the `linear_scan` kernel op (first-order linear recurrences) |
 
 pub mod attention;
 pub mod dim;
@@ -29,6 +30,7 @@ pub mod infer;
 pub mod interp;
 pub mod json;
 pub mod kernel;
+pub mod linear_scan;
 pub mod literal;
 pub mod op;
 mod serde_float;

@@ -198,6 +198,9 @@ pub enum Op {
     Attention(crate::attention::AttentionOp),
     /// `prflash_attention` (kernel-level, lossy; see [`crate::attention`]).
     PrFlash(crate::attention::PrFlashOp),
+    /// `linear_scan` (kernel-level; see [`crate::linear_scan`]): two results,
+    /// the final state and every step's state.
+    LinearScan(crate::linear_scan::LinearScanOp),
 }
 
 impl Op {
@@ -227,6 +230,7 @@ impl Op {
             Op::Fused(_) => "fused",
             Op::Attention(_) => "flash_attention",
             Op::PrFlash(_) => "prflash_attention",
+            Op::LinearScan(_) => "linear_scan",
         }
     }
 

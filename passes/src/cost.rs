@@ -89,14 +89,24 @@ impl CostModel {
             | Op::Concat { .. }
             | Op::Pad { .. }
             | Op::Gather { .. } => (bytes_out * 2.0, 0.0, 1.0),
+            // Every step runs the body, each of its ops priced as on its own:
+            // a long scan pays its per-step memory traffic and launch overheads
+            // `steps` times, which lifting a linear recurrence out of the loop
+            // (`linear_scan`) amortizes.
             Op::Scan(s) => {
                 let steps = inputs
                     .get(s.num_carry)
                     .and_then(|t| t.shape.get(s.axis))
                     .map(dim)
                     .unwrap_or(1.0);
-                let body = body_elems(&s.body);
-                (bytes_in + bytes_out, steps * body, steps.max(1.0))
+                let body = self.graph_cost(&s.body);
+                return (bytes_in + bytes_out) / self.bandwidth + steps * body + self.overhead;
+            }
+            // Reads `a`, `b` and `h0` once, writes every state and the final
+            // one; one multiply-add per state element and step.
+            Op::LinearScan(_) => {
+                let states = outputs.get(1).map_or(0.0, elems);
+                (bytes_in + bytes_out, 2.0 * states, 1.0)
             }
             Op::Fused(f) => (bytes_in + bytes_out, body_elems(&f.body), 1.0),
             // Scores never reach memory: q, k, v (and any bias) are read once,
@@ -117,6 +127,21 @@ impl CostModel {
             }
         };
         moved / self.bandwidth + flops / self.flops + overhead * self.overhead
+    }
+}
+
+impl CostModel {
+    /// The price of running every node of `g` once, each as on its own.
+    pub fn graph_cost(&self, g: &kiln_ir::Graph) -> f64 {
+        g.node_ids()
+            .map(|n| {
+                let operands: Vec<TensorType> =
+                    g.operands(n).iter().map(|v| g.ty(*v).clone()).collect();
+                let refs: Vec<&TensorType> = operands.iter().collect();
+                let node = g.node(n);
+                self.op_cost(&node.op, &refs, &node.outputs)
+            })
+            .sum()
     }
 }
 

@@ -39,6 +39,7 @@ pub(crate) fn apply(
         ))),
         Op::Scan(s) => scan::scan(s, args, b, opts),
         Op::Fused(f) => scan::fused(f, args, b, opts),
+        Op::LinearScan(l) => super::linear_scan::linear_scan(l, args, opts.precision),
         _ => apply_simple(op, args, b, opts.precision).map(|t| vec![t]),
     }
 }
@@ -160,7 +161,11 @@ fn apply_simple(
         Op::MatMul => matmul::matmul(a(0), a(1), &out, p)?,
         Op::Attention(at) => attention::flash_attention(at, size(&at.offset)?, args, &out, p)?,
         Op::PrFlash(at) => attention::prflash_attention(at, size(&at.offset)?, args, &out, p)?,
-        Op::Input { .. } | Op::Param { .. } | Op::Scan(_) | Op::Fused(_) => {
+        Op::Input { .. }
+        | Op::Param { .. }
+        | Op::Scan(_)
+        | Op::Fused(_)
+        | Op::LinearScan(_) => {
             return Err(InterpError::operands("not a simple op"))
         }
     };

@@ -43,6 +43,7 @@ mod dispatch;
 pub mod elementwise;
 mod error;
 mod index;
+mod linear_scan;
 pub mod matmul;
 pub mod reduce;
 mod run;

@@ -118,7 +118,7 @@ pub(crate) fn classify(name: &str) -> Option<OpName> {
         "scan" | "fused" => OpName::WithBody,
         "iota" | "select" | "cast" | "reshape" | "permute" | "broadcast" | "slice" | "concat"
         | "pad" | "gather" | "matmul" | "update_slice" | "flash_attention"
-        | "prflash_attention" => OpName::Plain,
+        | "prflash_attention" | "linear_scan" => OpName::Plain,
         _ if UnaryOp::from_name(name).is_some()
             || BinaryOp::from_name(name).is_some()
             || CmpOp::from_name(name).is_some()
@@ -170,6 +170,7 @@ pub(crate) fn spec(name: &str) -> &'static [(&'static str, AttrKind)] {
             ("seed", K::Int),
             ("per_head", K::Bool),
         ],
+        "linear_scan" => &[("reverse", K::Bool), ("chunk", K::Int)],
         _ if ReduceOp::from_name(name).is_some() => &[("axes", K::Ints), ("keep_dims", K::Bool)],
         _ => &[],
     }
@@ -230,6 +231,10 @@ pub(crate) fn op_attrs(op: &Op) -> Vec<(&'static str, AttrValue)> {
             ("c", V::Float(a.c.0)),
             ("seed", V::Int(a.seed as usize)),
             ("per_head", V::Bool(a.per_head)),
+        ],
+        Op::LinearScan(l) => vec![
+            ("reverse", V::Bool(l.reverse)),
+            ("chunk", V::Int(l.chunk)),
         ],
         _ => vec![],
     }
@@ -387,6 +392,10 @@ pub(crate) fn build_op(name: &str, mut a: Attrs, body: Option<Graph>) -> Result<
                 c: a.float("c")?,
                 seed: a.int("seed")? as u64,
                 per_head: a.bool("per_head")?,
+            }),
+            "linear_scan" => Op::LinearScan(crate::linear_scan::LinearScanOp {
+                reverse: a.bool("reverse")?,
+                chunk: a.int("chunk")?,
             }),
             "scan" => Op::Scan(ScanOp {
                 num_carry: a.int("num_carry")?,
