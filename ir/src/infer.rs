@@ -415,6 +415,12 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, TypeErr
                 .map(|t| vec![t])
                 .or_else(|m| err(op, m))
         }
+        Op::SaqAppend(a) => crate::saq::ops::infer_append(a, inputs)
+            .map(|t| vec![t])
+            .or_else(|m| err(op, m)),
+        Op::SaqAttention(a) => crate::saq::ops::infer_attention(a, inputs)
+            .map(|t| vec![t])
+            .or_else(|m| err(op, m)),
         Op::LinearScan(l) => {
             crate::linear_scan::infer_linear_scan(l, inputs).or_else(|m| err(op, m))
         }

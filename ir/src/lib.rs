@@ -20,6 +20,7 @@
 //! | [`tensor`] | host tensors |
 //! | [`kernel`] | the kernel model (grid of blocks, CPU and GPU ABI) |
 //! | [`linear_scan`] | the `linear_scan` kernel op (first-order linear recurrences) |
+//! | [`saq`] | the SAQ quantized KV cache: layout, quantization, its ops |
 
 pub mod attention;
 pub mod dim;
@@ -33,6 +34,7 @@ pub mod kernel;
 pub mod linear_scan;
 pub mod literal;
 pub mod op;
+pub mod saq;
 mod serde_float;
 pub mod tensor;
 #[cfg(any(test, feature = "testing"))]

@@ -198,6 +198,10 @@ pub enum Op {
     Attention(crate::attention::AttentionOp),
     /// `prflash_attention` (kernel-level, lossy; see [`crate::attention`]).
     PrFlash(crate::attention::PrFlashOp),
+    /// `saq_append` (kernel-level, lossy SAQ cache; see [`crate::saq::ops`]).
+    SaqAppend(crate::saq::SaqAppendOp),
+    /// `saq_attention` (kernel-level, lossy SAQ cache; see [`crate::saq::ops`]).
+    SaqAttention(crate::saq::SaqAttentionOp),
     /// `linear_scan` (kernel-level; see [`crate::linear_scan`]): two results,
     /// the final state and every step's state.
     LinearScan(crate::linear_scan::LinearScanOp),
@@ -230,6 +234,8 @@ impl Op {
             Op::Fused(_) => "fused",
             Op::Attention(_) => "flash_attention",
             Op::PrFlash(_) => "prflash_attention",
+            Op::SaqAppend(_) => "saq_append",
+            Op::SaqAttention(_) => "saq_attention",
             Op::LinearScan(_) => "linear_scan",
         }
     }

@@ -125,6 +125,23 @@ impl CostModel {
                     1.0,
                 )
             }
+            // In place: the new keys and values are read and written into the
+            // state (a completed chunk's requantization amortizes over S
+            // tokens); a handful of flops per element to round and quantize.
+            Op::SaqAppend(_) => {
+                let kv: f64 = inputs[1..].iter().map(|t| bytes(t)).sum();
+                let n: f64 = inputs[1..].iter().map(|t| elems(t)).sum();
+                (2.0 * kv, 10.0 * n, 1.0)
+            }
+            // Every query row reads its head's quantized state once (an upper
+            // bound: the whole state) and decodes it: about two flops per
+            // code for the dot product and two for the value sum.
+            Op::SaqAttention(_) => {
+                let rows = out_elems / outputs[0].shape.last().map_or(1.0, dim).max(1.0);
+                let heads = inputs[0].shape.first().map_or(1.0, dim).max(1.0);
+                let codes = 4.0 * bytes(inputs[1]) / heads;
+                (bytes_in + bytes_out, rows * codes * 4.0, 1.0)
+            }
         };
         moved / self.bandwidth + flops / self.flops + overhead * self.overhead
     }

@@ -7,7 +7,9 @@
 use super::error::{dim_err, InterpError};
 use super::index::numel;
 use super::value::{describe, storage_is, storage_name_for, Out};
-use super::{attention, elementwise, matmul, reduce, scan, shape_ops, EvalOptions, Precision};
+use super::{
+    attention, elementwise, matmul, reduce, saq, scan, shape_ops, EvalOptions, Precision,
+};
 use crate::dim::{Bindings, Dim};
 use crate::infer::infer;
 use crate::op::Op;
@@ -94,6 +96,14 @@ fn concretize<'o>(op: &'o Op, b: &Bindings) -> Result<Cow<'o, Op>, InterpError> 
             offset: eval_dim(&a.offset, b)?,
             ..a.clone()
         })),
+        Op::SaqAppend(a) => Cow::Owned(Op::SaqAppend(crate::saq::SaqAppendOp {
+            start: eval_dim(&a.start, b)?,
+            ..a.clone()
+        })),
+        Op::SaqAttention(a) => Cow::Owned(Op::SaqAttention(crate::saq::SaqAttentionOp {
+            offset: eval_dim(&a.offset, b)?,
+            ..a.clone()
+        })),
         op => Cow::Borrowed(op),
     })
 }
@@ -161,6 +171,8 @@ fn apply_simple(
         Op::MatMul => matmul::matmul(a(0), a(1), &out, p)?,
         Op::Attention(at) => attention::flash_attention(at, size(&at.offset)?, args, &out, p)?,
         Op::PrFlash(at) => attention::prflash_attention(at, size(&at.offset)?, args, &out, p)?,
+        Op::SaqAppend(s) => saq::append(s, size(&s.start)?, args)?,
+        Op::SaqAttention(s) => saq::attention(s, size(&s.offset)?, args, &out, p)?,
         Op::Input { .. }
         | Op::Param { .. }
         | Op::Scan(_)

@@ -47,6 +47,7 @@ mod linear_scan;
 pub mod matmul;
 pub mod reduce;
 mod run;
+mod saq;
 pub mod scan;
 pub mod shape_ops;
 mod value;

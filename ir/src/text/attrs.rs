@@ -5,6 +5,7 @@
 
 use super::print::format_float;
 use crate::attention::{AttentionOp, PrFlashOp};
+use crate::saq::{SaqAppendOp, SaqAttentionOp, SaqSpec};
 use crate::graph::Graph;
 use crate::op::{BinaryOp, CmpOp, F64Bits, FusedOp, FusionKind, Op, ReduceOp, ScanOp, UnaryOp};
 use crate::types::{DType, Shape, TensorType};
@@ -118,7 +119,9 @@ pub(crate) fn classify(name: &str) -> Option<OpName> {
         "scan" | "fused" => OpName::WithBody,
         "iota" | "select" | "cast" | "reshape" | "permute" | "broadcast" | "slice" | "concat"
         | "pad" | "gather" | "matmul" | "update_slice" | "flash_attention"
-        | "prflash_attention" | "linear_scan" => OpName::Plain,
+        | "prflash_attention" | "saq_append" | "saq_attention" | "linear_scan" => {
+            OpName::Plain
+        }
         _ if UnaryOp::from_name(name).is_some()
             || BinaryOp::from_name(name).is_some()
             || CmpOp::from_name(name).is_some()
@@ -169,6 +172,19 @@ pub(crate) fn spec(name: &str) -> &'static [(&'static str, AttrKind)] {
             ("c", K::Float),
             ("seed", K::Int),
             ("per_head", K::Bool),
+        ],
+        "saq_append" => &[
+            ("ladder", K::Ints),
+            ("chunk", K::Int),
+            ("group", K::Int),
+            ("start", K::Dim),
+        ],
+        "saq_attention" => &[
+            ("ladder", K::Ints),
+            ("chunk", K::Int),
+            ("group", K::Int),
+            ("scale", K::Float),
+            ("offset", K::Dim),
         ],
         "linear_scan" => &[("reverse", K::Bool), ("chunk", K::Int)],
         _ if ReduceOp::from_name(name).is_some() => &[("axes", K::Ints), ("keep_dims", K::Bool)],
@@ -232,12 +248,35 @@ pub(crate) fn op_attrs(op: &Op) -> Vec<(&'static str, AttrValue)> {
             ("seed", V::Int(a.seed as usize)),
             ("per_head", V::Bool(a.per_head)),
         ],
+        Op::SaqAppend(a) => {
+            let mut v = saq_attrs(&a.spec);
+            v.push(("start", V::Dim(a.start.clone())));
+            v
+        }
+        Op::SaqAttention(a) => {
+            let mut v = saq_attrs(&a.spec);
+            v.push(("scale", V::Float(a.scale.0)));
+            v.push(("offset", V::Dim(a.offset.clone())));
+            v
+        }
         Op::LinearScan(l) => vec![
             ("reverse", V::Bool(l.reverse)),
             ("chunk", V::Int(l.chunk)),
         ],
         _ => vec![],
     }
+}
+
+/// The SAQ spec as the `ladder`, `chunk` and `group` attributes.
+fn saq_attrs(s: &SaqSpec) -> Vec<(&'static str, AttrValue)> {
+    vec![
+        (
+            "ladder",
+            AttrValue::Ints(s.ladder.iter().map(|&b| b as usize).collect()),
+        ),
+        ("chunk", AttrValue::Int(s.chunk)),
+        ("group", AttrValue::Int(s.group)),
+    ]
 }
 
 /// Attribute values by key, as read from some form; [`build_op`] takes them out.
@@ -301,6 +340,20 @@ impl Attrs {
             AttrValue::Floats(v) => Ok(v.into_iter().map(F64Bits).collect()),
             _ => Err(self.wrong(key)),
         }
+    }
+    fn saq_spec(&mut self) -> Result<SaqSpec, String> {
+        let ladder = self
+            .ints("ladder")?
+            .into_iter()
+            .map(|b| u32::try_from(b).map_err(|_| format!("ladder width {b} is too large")))
+            .collect::<Result<_, _>>()?;
+        let spec = SaqSpec {
+            ladder,
+            chunk: self.int("chunk")?,
+            group: self.int("group")?,
+        };
+        spec.validate().map_err(|e| e.to_string())?;
+        Ok(spec)
     }
     fn wrong(&self, key: &str) -> String {
         format!(
@@ -392,6 +445,15 @@ pub(crate) fn build_op(name: &str, mut a: Attrs, body: Option<Graph>) -> Result<
                 c: a.float("c")?,
                 seed: a.int("seed")? as u64,
                 per_head: a.bool("per_head")?,
+            }),
+            "saq_append" => Op::SaqAppend(SaqAppendOp {
+                spec: a.saq_spec()?,
+                start: a.dim("start")?,
+            }),
+            "saq_attention" => Op::SaqAttention(SaqAttentionOp {
+                spec: a.saq_spec()?,
+                scale: a.float("scale")?,
+                offset: a.dim("offset")?,
             }),
             "linear_scan" => Op::LinearScan(crate::linear_scan::LinearScanOp {
                 reverse: a.bool("reverse")?,
