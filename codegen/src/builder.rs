@@ -10,6 +10,9 @@ use std::fmt::{self, Write};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ty {
     F32,
+    /// `f64`: scalar work that must round exactly as the interpreter does
+    /// (the prflash keep probability).
+    F64,
     I1,
     I8,
     I16,
@@ -28,7 +31,7 @@ impl Ty {
             Ty::I8 => 8,
             Ty::I16 => 16,
             Ty::I32 | Ty::F32 => 32,
-            Ty::I64 | Ty::Index | Ty::Ptr => 64,
+            Ty::I64 | Ty::F64 | Ty::Index | Ty::Ptr => 64,
             Ty::VF32(n) => 32 * n,
         }
     }
@@ -38,6 +41,7 @@ impl fmt::Display for Ty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Ty::F32 => f.write_str("f32"),
+            Ty::F64 => f.write_str("f64"),
             Ty::I1 => f.write_str("i1"),
             Ty::I8 => f.write_str("i8"),
             Ty::I16 => f.write_str("i16"),
@@ -232,6 +236,10 @@ impl Builder {
             Ty::F32 => {
                 let b = (value as f32).to_bits();
                 (b as u64, format!("0x{b:08X}"))
+            }
+            Ty::F64 => {
+                let b = value.to_bits();
+                (b, format!("0x{b:016X}"))
             }
             _ => unreachable!("cf on non-float type {ty}"),
         };

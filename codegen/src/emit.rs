@@ -1,5 +1,6 @@
 //! From kernel specs to one MLIR module (text), before any lowering.
 
+use crate::attention::{emit_attention, Mode};
 use crate::error::CodegenError;
 use crate::fused::emit_fused;
 use crate::matmul::emit_matmul;
@@ -80,6 +81,12 @@ pub fn emit_module(
                 symbols,
                 et,
             )?,
+            Op::Attention(a) => {
+                emit_attention(&k.name, Mode::Flash(a), &k.operand_types, symbols, et)?
+            }
+            Op::PrFlash(a) => {
+                emit_attention(&k.name, Mode::PrFlash(a), &k.operand_types, symbols, et)?
+            }
             other => {
                 return Err(CodegenError::Unsupported {
                     kernel: k.name.clone(),

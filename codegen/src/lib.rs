@@ -18,11 +18,15 @@
 //! | `elemental` | the elemental emitter over fused bodies |
 //! | `fused` | `loop` and `row` fused kernels |
 //! | `matmul` | tiled batched matmul |
+//! | `attention` | `flash_attention` / `prflash_attention`: shared setup, hash, scores; `attention_cpu` and `attention_gpu` kernels |
 //! | `update` | `update_slice`: the update written into its region of the result |
 //! | `emit` | kernel specs to one MLIR module |
 //! | [`ptxas`] | validating PTX with ptxas (no GPU needed): registers and spills |
 //! | [`driver`] | the stage lists, MLIR parsing, pass running, JIT, PTX extraction (FFI) |
 
+mod attention;
+mod attention_cpu;
+mod attention_gpu;
 mod builder;
 mod ctx;
 pub mod driver;
@@ -37,6 +41,8 @@ mod scalar;
 pub mod target;
 mod update;
 
+#[doc(hidden)]
+pub use attention::keep_probability_probe;
 pub use error::CodegenError;
 pub use target::{GpuArch, Target};
 

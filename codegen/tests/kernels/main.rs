@@ -1,6 +1,7 @@
 //! Compiled kernels against the reference interpreter (CPU), PTX through
 //! ptxas, and typed errors (`update_slice` kernels in `updates.rs`). One test binary: each links all of LLVM.
 
+mod attention;
 mod errors;
 mod harness;
 mod loops;
