@@ -261,7 +261,7 @@ impl Builder {
                         self.buffer(node.outputs[0].clone(), Storage::View { of: operands[0] });
                     level.value_buf.insert(v0, id);
                 }
-                Op::MatMul | Op::Fused(_) => {
+                Op::MatMul | Op::Fused(_) | Op::Attention(_) | Op::PrFlash(_) => {
                     let kernel = self.kernel(
                         &node.op,
                         operand_types(g, n),

@@ -1,6 +1,7 @@
 //! The size symbols a plan needs: those of every type in the graph and its
 //! bodies, and those only op attributes mention (an `update_slice` start
-//! `past`, slice bounds, pad amounts), which no type carries.
+//! `past`, slice bounds, pad amounts, an attention's causal offset), which
+//! no type carries.
 
 use kiln_ir::{Dim, Graph, Op};
 use std::collections::BTreeSet;
@@ -28,6 +29,8 @@ fn collect(g: &Graph, out: &mut BTreeSet<String>) {
             Op::Slice { start, end, .. } => add(out, [start, end]),
             Op::Pad { low, high, .. } => add(out, [low, high]),
             Op::UpdateSlice { start, .. } => add(out, [start]),
+            Op::Attention(a) => add(out, [&a.offset]),
+            Op::PrFlash(a) => add(out, [&a.offset]),
             Op::Reshape { shape } | Op::Broadcast { shape } => add(out, shape),
             Op::Input { ty, .. } | Op::Param { ty, .. } | Op::Iota { ty, .. } => {
                 add(out, &ty.shape)
@@ -46,6 +49,8 @@ pub(crate) fn op_is_static(op: &Op) -> bool {
     match op {
         Op::MatMul => true,
         Op::Fused(f) => of_graph(&f.body).is_empty(),
+        Op::Attention(a) => a.offset.symbols().is_empty(),
+        Op::PrFlash(a) => a.offset.symbols().is_empty(),
         _ => false,
     }
 }
