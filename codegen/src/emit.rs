@@ -87,6 +87,13 @@ pub fn emit_module(
             Op::PrFlash(a) => {
                 emit_attention(&k.name, Mode::PrFlash(a), &k.operand_types, symbols, et)?
             }
+            Op::LinearScan(l) => crate::linear_scan::emit_linear_scan(
+                &k.name,
+                l,
+                &k.operand_types,
+                symbols,
+                et,
+            )?,
             other => {
                 return Err(CodegenError::Unsupported {
                     kernel: k.name.clone(),

@@ -20,6 +20,7 @@
 //! | `matmul` | tiled batched matmul |
 //! | `attention` | `flash_attention` / `prflash_attention`: shared setup, hash, scores; `attention_cpu` and `attention_gpu` kernels |
 //! | `update` | `update_slice`: the update written into its region of the result |
+//! | `linear_scan` | `linear_scan`: sequential or chunked over time, parallel over the state |
 //! | `emit` | kernel specs to one MLIR module |
 //! | [`ptxas`] | validating PTX with ptxas (no GPU needed): registers and spills |
 //! | [`driver`] | the stage lists, MLIR parsing, pass running, JIT, PTX extraction (FFI) |
@@ -34,6 +35,7 @@ mod elemental;
 mod emit;
 mod error;
 mod fused;
+mod linear_scan;
 mod math;
 mod matmul;
 pub mod ptxas;

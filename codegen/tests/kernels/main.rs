@@ -4,6 +4,7 @@
 mod attention;
 mod errors;
 mod harness;
+mod linear_scan;
 mod loops;
 mod matmuls;
 mod ptx;
