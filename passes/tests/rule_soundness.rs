@@ -6,6 +6,7 @@
 //! (as numbers: `NoSignedZeros` rules may flip a zero's sign, and random
 //! inputs are never zero); approximate ones within rel L2 1e-5.
 
+mod attention_support;
 mod common;
 
 use common::*;
@@ -60,6 +61,7 @@ fn generator(rule: &str) -> Option<Gen> {
         "splat-fold" => splat_fold,
         "const-fold" => const_fold,
         "splat-operand" => splat_operand,
+        "flash-attention" => |r| attention_support::Spelling::random(r).build(),
         _ => return None,
     };
     Some(g)
