@@ -66,6 +66,10 @@ pub enum PassError {
     /// No finite-cost, acyclic term could be extracted for a graph result.
     #[error("extraction failed in pass `{pass}`: {message}")]
     Extraction { pass: &'static str, message: String },
+    /// `--kv-cache saq:...` was asked for a graph whose cache the `saq` pass
+    /// cannot rewrite.
+    #[error("the `saq` pass (--kv-cache): {problem}")]
+    Saq { problem: String },
     /// Writing a dump file failed.
     #[error("cannot write the dump file {path}: {source}")]
     Dump {

@@ -17,6 +17,7 @@
 //! | [`extract`] | the DAG-aware extractor |
 //! | [`canonicalize`] | the e-graph passes `canonicalize` and `cse` |
 //! | [`lossy`] | the opt-in lossy transforms (PrFlashAttention) |
+//! | [`saq`] | the opt-in SAQ quantized KV cache (`--kv-cache saq:…`) |
 //! | [`dce`] | dead-code elimination |
 //! | [`fuse`] | the fusion pass |
 //! | [`manager`] | `Pass`, `PassManager`, reports |
@@ -46,6 +47,7 @@ pub mod manager;
 pub mod options;
 pub mod rules;
 pub mod runner;
+pub mod saq;
 pub mod translate;
 
 pub use dump::DumpConfig;

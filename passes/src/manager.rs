@@ -62,6 +62,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(Canonicalize),
         Box::new(Recognize),
         Box::new(Lossy),
+        Box::new(crate::saq::Saq),
         Box::new(Cse),
         Box::new(Dce),
         Box::new(Fuse),
@@ -106,6 +107,22 @@ impl PassManager {
             passes.push(pass);
         }
         Ok(PassManager { passes })
+    }
+
+    /// The default pipeline for `opts`: with [`PassOptions::kv_cache`] set,
+    /// the `saq` pass runs right after `recognize` (it rewrites the
+    /// recognized `flash_attention` over the cache).
+    pub fn for_options(opts: &PassOptions) -> Self {
+        let mut pm = Self::default_pipeline();
+        if opts.kv_cache.is_some() {
+            let at = pm
+                .passes
+                .iter()
+                .position(|p| p.name() == "recognize")
+                .map_or(0, |i| i + 1);
+            pm.passes.insert(at, Box::new(crate::saq::Saq));
+        }
+        pm
     }
 
     /// A pipeline of the given passes.

@@ -30,6 +30,9 @@ pub struct PassOptions {
     pub iter_limit: usize,
     /// Opt-in, lossy: causal attention becomes PrFlashAttention (the `lossy` pass).
     pub prflash: Option<crate::lossy::PrFlashConfig>,
+    /// Opt-in, lossy: the KV cache becomes an SAQ quantized cache (the `saq`
+    /// pass; see [`crate::saq`]).
+    pub kv_cache: Option<kiln_ir::saq::SaqSpec>,
 }
 
 impl Default for PassOptions {
@@ -43,6 +46,7 @@ impl Default for PassOptions {
             egraph_time_limit: Duration::from_secs(5),
             iter_limit: 30,
             prflash: None,
+            kv_cache: None,
         }
     }
 }

@@ -178,7 +178,9 @@ pub fn check_kernel_level(g: &Graph) -> Result<(), PassError> {
             | Op::MatMul
             | Op::UpdateSlice { .. }
             | Op::Attention(_)
-            | Op::PrFlash(_) => {}
+            | Op::PrFlash(_)
+            | Op::SaqAppend(_)
+            | Op::SaqAttention(_) => {}
             Op::Scan(s) => check_kernel_level(&s.body).map_err(|source| PassError::InBody {
                 place: place(g, n),
                 source: Box::new(source),
