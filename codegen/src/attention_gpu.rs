@@ -244,8 +244,9 @@ fn key_step(cx: &mut Ctx, a: &Attn, base: &Base, row: &Row, j: V, st: &[V]) -> R
     } else {
         let mut acc = cx.b.cf(Ty::F32, 0.0);
         for (t, &q) in row.qv.iter().enumerate() {
-            // q is 0 past the row's end, so the clamped k load adds nothing.
-            let k = lane_load(cx, a, pk, krow, base.d, row.lane, t as i64, false);
+            // Lanes past the row's end read 0 for both (a clamped k could
+            // be inf, and 0·inf would poison the sum).
+            let k = lane_load(cx, a, pk, krow, base.d, row.lane, t as i64, true);
             acc = fma(&mut cx.b, q, k, acc);
         }
         acc
