@@ -13,6 +13,7 @@
 //!   interpreter's `eval_op` so folding agrees with it bit for bit.
 
 use crate::lang::{is_tuple_op, Head, KNode};
+use crate::provenance::{Recorder, Steps};
 use egg::{Analysis, DidMerge, EGraph, Id};
 use kiln_ir::interp::{eval_op, EvalOptions};
 use kiln_ir::literal::LiteralData;
@@ -38,6 +39,8 @@ pub struct ClassData {
     pub splat: Option<f64>,
     /// The value, for small static constants.
     pub value: Option<Arc<Tensor>>,
+    /// History of the class's e-nodes that have one (see [`crate::provenance`]).
+    pub prov: Vec<(KNode, Steps)>,
 }
 
 impl ClassData {
@@ -56,6 +59,8 @@ impl ClassData {
 pub struct KAnalysis {
     /// Problems found while making or merging class data (each one is a bug in a rule).
     pub errors: Vec<String>,
+    /// The pass recording provenance (see [`crate::provenance`]).
+    pub recorder: Recorder,
 }
 
 /// Equal as numbers: `0 == -0` (rules may flip a zero's sign, see
@@ -86,6 +91,7 @@ impl Analysis<KNode> for KAnalysis {
                     tuple: false,
                     splat: None,
                     value: None,
+                    prov: Vec::new(),
                 }
             }
         }
@@ -99,6 +105,8 @@ impl Analysis<KNode> for KAnalysis {
             ));
             return DidMerge(false, false);
         }
+        // Histories concatenate; they never change what parents compute.
+        a.prov.extend(b.prov);
         let mut changed = DidMerge(false, false);
         match (a.splat, b.splat) {
             (None, Some(v)) => {
@@ -143,6 +151,7 @@ fn make_data(egraph: &KEGraph, enode: &KNode) -> Result<ClassData, String> {
                 tuple: false,
                 splat: None,
                 value: None,
+                prov: Vec::new(),
             });
         }
         Head::Op(k) => k.op(),
@@ -162,6 +171,7 @@ fn make_data(egraph: &KEGraph, enode: &KNode) -> Result<ClassData, String> {
             tuple: true,
             splat: None,
             value: None,
+            prov: Vec::new(),
         });
     }
     let ty = &types[0];
@@ -174,6 +184,7 @@ fn make_data(egraph: &KEGraph, enode: &KNode) -> Result<ClassData, String> {
         tuple: false,
         splat,
         value,
+        prov: Vec::new(),
     })
 }
 

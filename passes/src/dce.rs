@@ -1,7 +1,7 @@
 //! `dce`: removes nodes no output depends on (inputs stay: they are the signature).
 
 use crate::error::PassError;
-use crate::manager::Pass;
+use crate::manager::{Pass, PassInput, PassOutput};
 use crate::options::PassOptions;
 use kiln_ir::Graph;
 
@@ -22,5 +22,17 @@ impl Pass for Dce {
     ) -> Result<(Graph, String), PassError> {
         let removed = graph.remove_dead();
         Ok((graph, format!("removed {removed} node(s)")))
+    }
+    /// Node ids survive removal: the history of the nodes left is kept.
+    fn run_traced(&self, input: PassInput, opts: &PassOptions) -> Result<PassOutput, PassError> {
+        let (graph, detail) = self.run_with_detail(input.graph, opts)?;
+        let mut provenance = input.provenance;
+        provenance.retain_in(&graph);
+        Ok(PassOutput {
+            graph,
+            detail,
+            phases: Vec::new(),
+            provenance,
+        })
     }
 }

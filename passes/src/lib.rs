@@ -16,6 +16,8 @@
 //! | [`cost`] | bytes + flops per target |
 //! | [`extract`] | the DAG-aware extractor |
 //! | [`canonicalize`] | the e-graph passes `canonicalize` and `cse` |
+//! | [`regions`] | repeated layers cut into pieces, identical ones optimized once |
+//! | [`provenance`] | which rewrites produced each node, through to the kernels |
 //! | [`lossy`] | the opt-in lossy transforms (PrFlashAttention) |
 //! | [`saq`] | the opt-in SAQ quantized KV cache (`--kv-cache saq:…`) |
 //! | [`dce`] | dead-code elimination |
@@ -45,6 +47,8 @@ pub mod lang;
 pub mod lossy;
 pub mod manager;
 pub mod options;
+pub mod provenance;
+pub mod regions;
 pub mod rules;
 pub mod runner;
 pub mod saq;
@@ -52,8 +56,9 @@ pub mod translate;
 
 pub use dump::DumpConfig;
 pub use error::PassError;
-pub use manager::{Pass, PassManager, PassReport};
-pub use options::{CostTarget, PassOptions};
+pub use manager::{Pass, PassInput, PassManager, PassOutput, PassReport, Traced};
+pub use options::{CostTarget, LayerMode, PassOptions};
+pub use provenance::Provenance;
 
 /// Runs the default pipeline (`canonicalize`, `dce`, `fuse`) and returns the
 /// kernel-level graph.

@@ -8,6 +8,7 @@ use crate::error::PassError;
 use crate::fuse::Fuse;
 use crate::lossy::Lossy;
 use crate::options::PassOptions;
+use crate::provenance::Provenance;
 use kiln_ir::Graph;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,40 @@ pub trait Pass: Send + Sync {
     fn run(&self, graph: Graph, opts: &PassOptions) -> Result<Graph, PassError> {
         self.run_with_detail(graph, opts).map(|(g, _)| g)
     }
+    /// Transforms the graph carrying each node's history (see
+    /// [`crate::provenance`]); `input.seq` is the pass's position in the
+    /// pipeline, for the steps it records. The default runs
+    /// [`Pass::run_with_detail`] and keeps the history of the nodes that are
+    /// still there unchanged in kind (right for passes that edit in place).
+    fn run_traced(&self, input: PassInput, opts: &PassOptions) -> Result<PassOutput, PassError> {
+        let marks = input.provenance.marks(&input.graph);
+        let (graph, detail) = self.run_with_detail(input.graph, opts)?;
+        let provenance = input.provenance.carried(&marks, &graph);
+        Ok(PassOutput {
+            graph,
+            detail,
+            phases: Vec::new(),
+            provenance,
+        })
+    }
+}
+
+/// A graph with its history, going into a pass.
+pub struct PassInput {
+    pub graph: Graph,
+    pub provenance: Provenance,
+    /// The pass's position in the pipeline run.
+    pub seq: u16,
+}
+
+/// What a traced pass gives back.
+pub struct PassOutput {
+    pub graph: Graph,
+    /// See [`PassReport::detail`].
+    pub detail: String,
+    /// See [`PassReport::phases`].
+    pub phases: Vec<(String, Duration)>,
+    pub provenance: Provenance,
 }
 
 /// What one pass did.
@@ -40,6 +75,17 @@ pub struct PassReport {
     pub nodes_after: usize,
     /// Pass-specific: e-graph iterations, e-nodes, stop reason, rules applied, kernels.
     pub detail: String,
+    /// Time of the pass's phases (for the e-graph passes: translate, each
+    /// rule stage, extract, rebuild), when the pass reports them.
+    pub phases: Vec<(String, Duration)>,
+}
+
+/// A pipeline's result: the graph, a report per pass, and the history of
+/// every node (which rewrites and kernels produced it; `kiln inspect --explain`).
+pub struct Traced {
+    pub graph: Graph,
+    pub reports: Vec<PassReport>,
+    pub provenance: Provenance,
 }
 
 impl std::fmt::Display for PassReport {
@@ -142,6 +188,12 @@ impl PassManager {
         opts: &PassOptions,
     ) -> Result<(Graph, Vec<PassReport>), PassError> {
         self.run_prefix(graph, self.passes.len(), opts)
+            .map(|t| (t.graph, t.reports))
+    }
+
+    /// Runs every pass, keeping each node's history.
+    pub fn run_traced(&self, graph: Graph, opts: &PassOptions) -> Result<Traced, PassError> {
+        self.run_prefix(graph, self.passes.len(), opts)
     }
 
     /// Runs the passes up to and including the first one named `last`.
@@ -151,6 +203,17 @@ impl PassManager {
         last: &str,
         opts: &PassOptions,
     ) -> Result<(Graph, Vec<PassReport>), PassError> {
+        self.run_until_traced(graph, last, opts)
+            .map(|t| (t.graph, t.reports))
+    }
+
+    /// [`PassManager::run_until`], keeping each node's history.
+    pub fn run_until_traced(
+        &self,
+        graph: Graph,
+        last: &str,
+        opts: &PassOptions,
+    ) -> Result<Traced, PassError> {
         let Some(i) = self.passes.iter().position(|p| p.name() == last) else {
             if pass_names().contains(&last) {
                 return Err(PassError::NotInPipeline {
@@ -171,14 +234,22 @@ impl PassManager {
         mut graph: Graph,
         count: usize,
         opts: &PassOptions,
-    ) -> Result<(Graph, Vec<PassReport>), PassError> {
+    ) -> Result<Traced, PassError> {
         kiln_ir::verify(&graph).map_err(PassError::InvalidInput)?;
         opts.dump.dump(&graph, 0, "input")?;
         let mut reports = Vec::with_capacity(count);
+        let mut provenance = Provenance::default();
         for (i, pass) in self.passes[..count].iter().enumerate() {
             let nodes_before = graph.node_count();
             let start = Instant::now();
-            let (g, detail) = pass.run_with_detail(graph, opts)?;
+            let input = PassInput {
+                graph,
+                provenance,
+                seq: (i + 1) as u16,
+            };
+            let out = pass.run_traced(input, opts)?;
+            let (g, detail, phases) = (out.graph, out.detail, out.phases);
+            provenance = out.provenance;
             let time = start.elapsed();
             kiln_ir::verify(&g).map_err(|source| PassError::Verify {
                 pass: pass.name(),
@@ -191,9 +262,14 @@ impl PassManager {
                 nodes_before,
                 nodes_after: g.node_count(),
                 detail,
+                phases,
             });
             graph = g;
         }
-        Ok((graph, reports))
+        Ok(Traced {
+            graph,
+            reports,
+            provenance,
+        })
     }
 }

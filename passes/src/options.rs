@@ -14,6 +14,23 @@ pub enum CostTarget {
     Gpu,
 }
 
+/// How the e-graph passes treat a graph of repeated layers (nodes whose
+/// locations share a scope `prefix.i` for several `i`, as the DSL's
+/// `model.layers.{i}` scopes give; see [`crate::regions`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LayerMode {
+    /// Each layer is a piece of its own; identical layers (the same graph
+    /// once the layer index in names is abstracted) are optimized once and
+    /// the result replayed with each layer's names.
+    #[default]
+    Shared,
+    /// Each layer is a piece optimized on its own (what `Shared` must
+    /// reproduce exactly; for tests and comparisons).
+    Separate,
+    /// The whole graph in one e-graph.
+    Whole,
+}
+
 /// Options of a pass run.
 #[derive(Clone, Debug)]
 pub struct PassOptions {
@@ -28,6 +45,9 @@ pub struct PassOptions {
     pub egraph_time_limit: Duration,
     /// Iterations per stage (each iteration searches every rule once).
     pub iter_limit: usize,
+    /// Repeated layers: optimized once per distinct layer, each on its own,
+    /// or the graph whole. The node and time limits apply per e-graph.
+    pub layers: LayerMode,
     /// Opt-in, lossy: causal attention becomes PrFlashAttention (the `lossy` pass).
     pub prflash: Option<crate::lossy::PrFlashConfig>,
     /// Opt-in, lossy: the KV cache becomes an SAQ quantized cache (the `saq`
@@ -45,6 +65,7 @@ impl Default for PassOptions {
             egraph_node_limit: 200_000,
             egraph_time_limit: Duration::from_secs(5),
             iter_limit: 30,
+            layers: LayerMode::Shared,
             prflash: None,
             kv_cache: None,
         }

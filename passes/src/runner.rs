@@ -28,15 +28,35 @@ pub struct StageReport {
     pub egraph_classes: usize,
     /// Unions each rule made.
     pub applied: BTreeMap<String, usize>,
+    /// Wall-clock time of this stage run.
+    pub time: Duration,
 }
 
-/// All stage runs of one e-graph pass.
+/// All stage runs of one e-graph pass (over one e-graph, or summed over the
+/// pieces of a graph cut into layers; see [`crate::regions`]).
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {
     pub stages: Vec<StageReport>,
+    /// Time running the rules (all stages).
     pub time: Duration,
     /// True when a node or time limit stopped the run before saturation.
     pub limited: bool,
+    /// Graph -> e-graph.
+    pub translate: Duration,
+    /// Choosing the terms (the DAG extractor).
+    pub extract: Duration,
+    /// E-graph -> graph.
+    pub rebuild: Duration,
+    /// E-graphs run (1, or one per distinct layer plus the rest).
+    pub egraphs: usize,
+    /// E-nodes and e-classes at the end, summed over the e-graphs.
+    pub egraph_nodes: usize,
+    pub egraph_classes: usize,
+    /// Cutting the graph into layers and putting it back together.
+    pub partition: Duration,
+    pub stitch: Duration,
+    /// How layers were shared, when the graph was cut into layers.
+    pub layers: Option<String>,
 }
 
 impl RunReport {
@@ -54,20 +74,73 @@ impl RunReport {
             }
         }
         let iterations: usize = self.stages.iter().map(|s| s.iterations).sum();
-        let last = self.stages.last();
-        let mut out = format!(
+        // A limit that stopped some stage matters more than the last stop.
+        let stop = self
+            .stages
+            .iter()
+            .find(|s| s.stop.contains("limit") && !s.stop.starts_with("iteration"))
+            .or(self.stages.last())
+            .map_or("nothing to do", |s| s.stop.as_str());
+        let mut out = String::new();
+        if let Some(l) = &self.layers {
+            let _ = write!(out, "{l}; ");
+        }
+        if self.egraphs > 1 {
+            let _ = write!(out, "{} e-graphs, ", self.egraphs);
+        }
+        let _ = write!(
+            out,
             "{} stage run(s), {} iteration(s), {} e-nodes / {} e-classes, stop: {}",
             self.stages.len(),
             iterations,
-            last.map_or(0, |s| s.egraph_nodes),
-            last.map_or(0, |s| s.egraph_classes),
-            last.map_or("nothing to do", |s| s.stop.as_str())
+            self.egraph_nodes,
+            self.egraph_classes,
+            stop
         );
         if !total.is_empty() {
             out.push_str("; rules applied:");
             for (r, n) in total {
                 let _ = write!(out, " {r}×{n}");
             }
+        }
+        out
+    }
+
+    /// Adds another e-graph's run (a piece of a graph cut into layers).
+    pub fn absorb(&mut self, other: &RunReport) {
+        self.stages.extend(other.stages.iter().cloned());
+        self.time += other.time;
+        self.limited |= other.limited;
+        self.translate += other.translate;
+        self.extract += other.extract;
+        self.rebuild += other.rebuild;
+        self.egraphs += other.egraphs;
+        self.egraph_nodes += other.egraph_nodes;
+        self.egraph_classes += other.egraph_classes;
+        self.partition += other.partition;
+        self.stitch += other.stitch;
+    }
+
+    /// Time per phase, in order: translate, each stage (summed over rounds
+    /// and e-graphs), extract, rebuild; with layers also partition and stitch.
+    pub fn phases(&self) -> Vec<(String, Duration)> {
+        let mut out = Vec::new();
+        if self.layers.is_some() {
+            out.push(("partition".to_string(), self.partition));
+        }
+        out.push(("translate".to_string(), self.translate));
+        let mut stages: Vec<(&'static str, Duration)> = Vec::new();
+        for s in &self.stages {
+            match stages.iter_mut().find(|(n, _)| *n == s.stage) {
+                Some((_, t)) => *t += s.time,
+                None => stages.push((s.stage, s.time)),
+            }
+        }
+        out.extend(stages.into_iter().map(|(n, t)| (format!("rules {n}"), t)));
+        out.push(("extract".to_string(), self.extract));
+        out.push(("rebuild".to_string(), self.rebuild));
+        if self.layers.is_some() {
+            out.push(("stitch".to_string(), self.stitch));
         }
         out
     }
@@ -108,6 +181,7 @@ pub fn run_stages(
             if rws.is_empty() {
                 continue;
             }
+            let stage_start = Instant::now();
             let left = opts.egraph_time_limit.saturating_sub(start.elapsed());
             let runner = Runner::<_, _, ()>::new(Default::default())
                 .with_egraph(egraph)
@@ -132,6 +206,7 @@ pub fn run_stages(
                 egraph_nodes: runner.egraph.total_size(),
                 egraph_classes: runner.egraph.number_of_classes(),
                 applied,
+                time: stage_start.elapsed(),
             });
             egraph = runner.egraph;
             if limited {
@@ -145,5 +220,8 @@ pub fn run_stages(
     }
     egraph.rebuild();
     report.time = start.elapsed();
+    report.egraphs = 1;
+    report.egraph_nodes = egraph.total_size();
+    report.egraph_classes = egraph.number_of_classes();
     (egraph, report)
 }

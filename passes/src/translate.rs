@@ -10,6 +10,7 @@ use crate::analysis::{KAnalysis, KEGraph};
 use crate::error::PassError;
 use crate::extract::Selection;
 use crate::lang::{is_tuple_op, Head, KNode};
+use crate::provenance::{self, Provenance};
 use egg::Id;
 use kiln_ir::{Graph, NodeId, Op, TensorType, Value};
 use std::collections::HashMap;
@@ -35,6 +36,12 @@ impl Translated {
 
 /// Translates a graph into a fresh e-graph.
 pub fn to_egraph(graph: &Graph) -> Translated {
+    to_egraph_traced(graph, &Provenance::default())
+}
+
+/// Translates a graph into a fresh e-graph, seeding each e-node with the
+/// history of the graph node it comes from.
+pub fn to_egraph_traced(graph: &Graph, prov: &Provenance) -> Translated {
     let mut eg = KEGraph::new(KAnalysis::default());
     let mut class: HashMap<NodeId, Id> = HashMap::new();
     let mut locs = Vec::new();
@@ -53,10 +60,26 @@ pub fn to_egraph(graph: &Graph) -> Translated {
             .into_iter()
             .map(|v| value_class(&mut eg, &class, v))
             .collect();
-        let id = eg.add(KNode::op(node.op.clone(), kids));
+        let knode = KNode::op(node.op.clone(), kids);
+        let steps = prov.steps(n);
+        let id = if steps.is_empty() {
+            eg.add(knode)
+        } else {
+            let id = eg.add(knode.clone());
+            provenance::seed(&mut eg, id, knode, steps);
+            id
+        };
         class.insert(n, id);
         if let Some(loc) = &node.loc {
             locs.push((id, loc.clone()));
+            // Results of a tuple are read through `get`: they have its place
+            // too (terms a rewrite builds under them inherit it).
+            if is_tuple_op(&node.op) {
+                for port in 0..node.outputs.len() as u32 {
+                    let g = eg.add(KNode::get(port, id));
+                    locs.push((g, loc.clone()));
+                }
+            }
         }
     }
     let inputs = graph
@@ -95,6 +118,20 @@ enum Built {
 /// Rebuilds a graph from the e-graph and a selection; `pass` names the
 /// caller in errors.
 pub fn to_graph(t: &Translated, sel: &Selection, pass: &'static str) -> Result<Graph, PassError> {
+    to_graph_traced(t, sel, pass).map(|(g, _)| g)
+}
+
+/// [`to_graph`], with the history of each rebuilt node (the steps recorded
+/// on the e-node chosen for it).
+///
+/// A node that a rewrite created has no source location of its own; it
+/// takes the location of the first node that uses it (the term it was
+/// rewritten from), so rewritten layers keep their scopes.
+pub fn to_graph_traced(
+    t: &Translated,
+    sel: &Selection,
+    pass: &'static str,
+) -> Result<(Graph, Provenance), PassError> {
     let eg = &t.egraph;
     let rebuild = |source| PassError::Rebuild { pass, source };
     let fail = |message: String| PassError::Extraction { pass, message };
@@ -110,6 +147,7 @@ pub fn to_graph(t: &Translated, sel: &Selection, pass: &'static str) -> Result<G
     for (id, loc) in &t.locs {
         locs.entry(eg.find(*id)).or_insert(loc);
     }
+    let mut prov = Provenance::default();
     for (_, _, root) in &t.outputs {
         build_class(
             eg,
@@ -119,6 +157,7 @@ pub fn to_graph(t: &Translated, sel: &Selection, pass: &'static str) -> Result<G
             &mut built,
             &inputs_by_name,
             &locs,
+            &mut prov,
         )
         .map_err(|e| match e {
             BuildError::Graph(source) => rebuild(source),
@@ -136,7 +175,7 @@ pub fn to_graph(t: &Translated, sel: &Selection, pass: &'static str) -> Result<G
         }
         .map_err(rebuild)?;
     }
-    Ok(g)
+    Ok((g, prov))
 }
 
 enum BuildError {
@@ -145,18 +184,22 @@ enum BuildError {
 }
 
 /// Builds the chosen term of `root` (iteratively: graphs are deep).
-fn build_class(
+#[allow(clippy::too_many_arguments)]
+fn build_class<'l>(
     eg: &KEGraph,
     sel: &Selection,
     root: Id,
     g: &mut Graph,
     built: &mut HashMap<Id, Built>,
     inputs: &HashMap<&str, Value>,
-    locs: &HashMap<Id, &str>,
+    locs: &HashMap<Id, &'l str>,
+    prov: &mut Provenance,
 ) -> Result<(), BuildError> {
-    let mut stack: Vec<(Id, bool)> = vec![(root, false)];
+    // (class, expanded?, location inherited from the user that asked for it)
+    let mut stack: Vec<(Id, bool, Option<&'l str>)> = vec![(root, false, None)];
     let mut on_path: std::collections::HashSet<Id> = std::collections::HashSet::new();
-    while let Some((c, expanded)) = stack.pop() {
+    let mut loc_of: HashMap<Id, Option<&'l str>> = HashMap::new();
+    while let Some((c, expanded, inherited)) = stack.pop() {
         if built.contains_key(&c) {
             continue;
         }
@@ -169,7 +212,9 @@ fn build_class(
                     "the chosen terms form a cycle through e-class {c}"
                 )));
             }
-            stack.push((c, true));
+            let loc = locs.get(&c).copied().or(inherited);
+            loc_of.insert(c, loc);
+            stack.push((c, true, None));
             for &k in node.children.iter().rev() {
                 let k = eg.find(k);
                 if !built.contains_key(&k) {
@@ -178,7 +223,7 @@ fn build_class(
                             "the chosen terms form a cycle through e-class {k}"
                         )));
                     }
-                    stack.push((k, false));
+                    stack.push((k, false, loc));
                 }
             }
             continue;
@@ -217,7 +262,9 @@ fn build_class(
                     let id = g
                         .add_node(op.clone(), &operands)
                         .map_err(BuildError::Graph)?;
-                    g.set_loc(id, locs.get(&c).map(|s| s.to_string()));
+                    let loc = loc_of.get(&c).copied().flatten();
+                    g.set_loc(id, loc.map(str::to_string));
+                    prov.add(id, &provenance::node_steps(eg, c, node));
                     if is_tuple_op(op) {
                         Built::Tuple(id)
                     } else {

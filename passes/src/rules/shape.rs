@@ -261,17 +261,26 @@ fn concat_one(eg: &KEGraph, id: Id) -> Vec<Term> {
         .collect()
 }
 
-/// `x`'s class holds `broadcast(y, s)` that really expands: `(y, s)`.
+/// `x`'s class holds `broadcast(y, s)` that really expands: `(y, s)`, one
+/// per shape of `y`. Two such `y` of one shape are equal values (a
+/// broadcast reads every element of its operand), so one stands for all:
+/// rewriting every pair made classes of splats grow quadratically per
+/// iteration (a 50-node graph ran for minutes).
 fn expanding_broadcasts(eg: &KEGraph, x: Id) -> Vec<(Id, Vec<Dim>)> {
-    op_nodes(eg, x)
-        .filter_map(|(op, kids)| match op {
-            Op::Broadcast { shape } => {
-                let y = ty(eg, kids[0])?;
-                (product(&y.shape) != product(shape)).then(|| (kids[0], shape.clone()))
-            }
-            _ => None,
-        })
-        .collect()
+    let mut out: Vec<(Id, Vec<Dim>)> = Vec::new();
+    let mut shapes: Vec<&[Dim]> = Vec::new();
+    for (op, kids) in op_nodes(eg, x) {
+        let Op::Broadcast { shape } = op else {
+            continue;
+        };
+        let Some(y) = ty(eg, kids[0]) else { continue };
+        if product(&y.shape) == product(shape) || shapes.contains(&y.shape.as_slice()) {
+            continue;
+        }
+        shapes.push(&y.shape);
+        out.push((kids[0], shape.clone()));
+    }
+    out
 }
 
 fn unary_before_broadcast(eg: &KEGraph, id: Id) -> Vec<Term> {
