@@ -560,25 +560,23 @@ fn mamba_inputs(
 #[test]
 fn mamba_selective_scan_forward_and_reverse() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-    // Small states; and one big enough (3 x 32 KiB per iteration) that each
-    // iteration's kernel is split over two threads.
+    // Small states; and one big enough (32 KiB) that the `linear_scan`
+    // kernel's blocks are split over two threads.
     for (di, ds, threads, seqs) in [(6, 4, 1, &[0usize, 1, 2, 9, 33][..]), (32, 256, 2, &[1, 3])] {
         for reverse in [false, true] {
             let g = mamba_graph(di, ds, reverse, false);
             let mut opts = CompileOptions::default();
             opts.exec.threads = threads;
             let mut exe = jit(&g, &no_params(), &opts).unwrap_or_else(|e| panic!("{e}"));
-            // The body is kernel-level and planned as a nested step list.
-            let scan = exe
-                .plan()
-                .steps
-                .iter()
-                .find_map(|s| match s {
-                    Step::Scan(sc) => Some(sc.clone()),
-                    _ => None,
-                })
-                .expect("a scan step");
-            assert!(!scan.body.is_empty());
+            // The recurrence is lowered to a `linear_scan` kernel.
+            let plan = exe.plan();
+            assert!(
+                plan.kernels
+                    .iter()
+                    .any(|k| matches!(k.op, Op::LinearScan(_))),
+                "{}",
+                plan.describe()
+            );
             for &seq in seqs {
                 let ins = inputs(mamba_inputs(&mut rng, seq, di, ds));
                 check_run(&mut exe, &g, &ins, &Bindings::new(), 1e-5);
@@ -686,8 +684,12 @@ fn retnet_matrix_state_recurrence() {
 #[test]
 fn scan_bodies_are_planned_with_bound_inputs_and_outputs() {
     let g = mamba_graph(4, 2, false, false);
-    let exe = compile(&g);
-    let plan = exe.plan();
+    // Without `recognize`, which lowers this recurrence to `linear_scan`.
+    let (kernels, _) = kiln::passes::PassManager::from_names(&["canonicalize", "dce", "fuse"])
+        .unwrap()
+        .run(g, &Default::default())
+        .unwrap();
+    let plan = &kiln::runtime::plan(&kernels).unwrap();
     let Some(Step::Scan(sc)) = plan.steps.iter().find(|s| matches!(s, Step::Scan(_))) else {
         panic!("no scan step:\n{}", plan.describe())
     };

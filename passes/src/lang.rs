@@ -125,9 +125,10 @@ impl KNode {
 }
 
 /// Multi-result ops are represented as tuples (always, even with one result,
-/// so that the representation does not depend on a count).
+/// so that the representation does not depend on a count): ops with a body,
+/// and `linear_scan` (final state, all states).
 pub fn is_tuple_op(op: &Op) -> bool {
-    op.body().is_some()
+    op.body().is_some() || matches!(op, Op::LinearScan(_))
 }
 
 impl Language for KNode {

@@ -337,7 +337,13 @@ fn scan_bodies_become_kernel_level() {
     b.output("h", &h[0]);
     b.output("y", &ys[0]);
     let g = b.finish().unwrap();
-    for after in [fused(&g), optimized(&g)] {
+    // Without `recognize`, which lowers this linear recurrence to
+    // `linear_scan` (tests/linear_scan.rs).
+    let (kept, _) = kiln_passes::PassManager::from_names(&["canonicalize", "dce", "fuse"])
+        .unwrap()
+        .run(g.clone(), &PassOptions::default())
+        .expect("pipeline");
+    for after in [fused(&g), kept] {
         let scan = after
             .node_ids()
             .find_map(|n| match &after.node(n).op {

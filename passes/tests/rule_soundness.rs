@@ -8,6 +8,7 @@
 
 mod attention_support;
 mod common;
+mod linear_scan_support;
 
 use common::*;
 use kiln_ir::{BinaryOp, CmpOp, DType, Dim, Graph, Literal, Op, ReduceOp, UnaryOp};
@@ -62,6 +63,13 @@ fn generator(rule: &str) -> Option<Gen> {
         "const-fold" => const_fold,
         "splat-operand" => splat_operand,
         "flash-attention" => |r| attention_support::Spelling::random(r).build(),
+        "scan-linear-recurrence" => |r| {
+            if r.random_bool(0.5) {
+                linear_scan_support::mamba_like(r)
+            } else {
+                linear_scan_support::retnet_like(r)
+            }
+        },
         _ => return None,
     };
     Some(g)

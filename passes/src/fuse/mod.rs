@@ -180,7 +180,8 @@ pub fn check_kernel_level(g: &Graph) -> Result<(), PassError> {
             | Op::Attention(_)
             | Op::PrFlash(_)
             | Op::SaqAppend(_)
-            | Op::SaqAttention(_) => {}
+            | Op::SaqAttention(_)
+            | Op::LinearScan(_) => {}
             Op::Scan(s) => check_kernel_level(&s.body).map_err(|source| PassError::InBody {
                 place: place(g, n),
                 source: Box::new(source),

@@ -19,6 +19,8 @@ mod algebra;
 mod attention;
 mod attention_mask;
 mod fold;
+mod linear_scan;
+mod linear_scan_lift;
 mod shape;
 
 use crate::analysis::KEGraph;
@@ -72,6 +74,8 @@ impl Stage {
 pub enum Term {
     Class(Id),
     Node(Op, Vec<Term>),
+    /// Result `i` of a multi-result term (a `linear_scan`).
+    Get(u32, Box<Term>),
 }
 
 impl Term {
@@ -79,17 +83,40 @@ impl Term {
         Term::Node(op, children)
     }
 
-    /// The term's type, or `None` when it does not type-check.
+    /// The term's type, or `None` when it does not type-check (or is a
+    /// tuple, which only a [`Term::Get`] may use).
     pub fn ty(&self, eg: &KEGraph) -> Option<TensorType> {
         match self {
             Term::Class(id) => eg[*id].data.ty().cloned(),
+            Term::Node(op, _) => {
+                let out = self.tuple_types(eg)?;
+                (out.len() == 1 && !crate::lang::is_tuple_op(op)).then(|| out[0].clone())
+            }
+            Term::Get(i, t) => {
+                let tuple = match &**t {
+                    Term::Class(id) => eg[*id].data.tuple,
+                    Term::Node(op, _) => crate::lang::is_tuple_op(op),
+                    Term::Get(..) => false,
+                };
+                if !tuple {
+                    return None;
+                }
+                t.tuple_types(eg)?.get(*i as usize).cloned()
+            }
+        }
+    }
+
+    /// Every result type of the term (one for a tensor term).
+    fn tuple_types(&self, eg: &KEGraph) -> Option<Vec<TensorType>> {
+        match self {
+            Term::Class(id) => Some(eg[*id].data.types.clone()),
             Term::Node(op, kids) => {
                 let tys: Option<Vec<TensorType>> = kids.iter().map(|k| k.ty(eg)).collect();
                 let tys = tys?;
                 let refs: Vec<&TensorType> = tys.iter().collect();
-                let out = kiln_ir::infer::infer(op, &refs).ok()?;
-                (out.len() == 1 && !crate::lang::is_tuple_op(op)).then(|| out[0].clone())
+                kiln_ir::infer::infer(op, &refs).ok()
             }
+            Term::Get(..) => self.ty(eg).map(|t| vec![t]),
         }
     }
 
@@ -105,6 +132,10 @@ impl Term {
             Term::Node(op, kids) => {
                 let ids = kids.iter().map(|k| k.add_checked(eg)).collect();
                 eg.add(KNode::op(op.clone(), ids))
+            }
+            Term::Get(i, t) => {
+                let tuple = t.add_checked(eg);
+                eg.add(KNode::get(*i, tuple))
             }
         }
     }
@@ -150,6 +181,7 @@ pub fn registry() -> &'static [RuleDef] {
         v.extend(algebra::rules());
         v.extend(fold::rules());
         v.extend(attention::rules());
+        v.extend(linear_scan::rules());
         v
     })
 }

@@ -261,7 +261,11 @@ impl Builder {
                         self.buffer(node.outputs[0].clone(), Storage::View { of: operands[0] });
                     level.value_buf.insert(v0, id);
                 }
-                Op::MatMul | Op::Fused(_) | Op::Attention(_) | Op::PrFlash(_) => {
+                Op::MatMul
+                | Op::Fused(_)
+                | Op::Attention(_)
+                | Op::PrFlash(_)
+                | Op::LinearScan(_) => {
                     let kernel = self.kernel(
                         &node.op,
                         operand_types(g, n),
