@@ -143,6 +143,9 @@ struct Scores {
     causal: Option<Dim>,
     harmonic: Option<(HarmonicBias, Term)>,
     biases: Vec<Term>,
+    /// The largest finite fill of an absorbed causal mask (`-inf`: none),
+    /// in the units of the scores at this point.
+    fill: f64,
 }
 
 impl Scores {
@@ -150,14 +153,38 @@ impl Scores {
         self.causal.is_none() && self.harmonic.is_none() && self.biases.is_empty()
     }
 
-    /// Adds a causal mask of `offset`; one that disagrees with a mask
-    /// already found becomes a bias (`fallback`), or fails without one.
-    fn mask(mut self, offset: Dim, fallback: Option<Term>) -> Option<Scores> {
+    /// Adds a causal mask of `offset` and `fill`; one that disagrees with a
+    /// mask already found becomes a bias (`fallback`), or fails without one.
+    fn mask(mut self, offset: Dim, fill: f64, fallback: Option<Term>) -> Option<Scores> {
         match &self.causal {
             None => self.causal = Some(offset),
             Some(o) if *o == offset => {}
-            Some(_) => self.biases.push(fallback?),
+            Some(_) => {
+                self.biases.push(fallback?);
+                return Some(self);
+            }
         }
+        self.fill = self.fill.max(fill);
+        Some(self)
+    }
+
+    /// The scores times `v`: the scale, the biases and the slopes scale; a
+    /// causal mask stays one when `v > 0` keeps its fill masking.
+    fn times(mut self, v: f64, dtype: kiln_ir::DType) -> Option<Scores> {
+        if !self.is_core() {
+            let fill = self.fill * v;
+            if !(v > 0.0 && (fill == f64::NEG_INFINITY || is_mask_fill(fill))) {
+                return None;
+            }
+            self.fill = fill;
+            let by = |t: Term| Term::op(Op::Binary(BinaryOp::Mul), vec![t, scalar(dtype, v)]);
+            self.biases = self.biases.into_iter().map(by).collect();
+            self.harmonic = self.harmonic.map(|(mut h, t)| {
+                h.slopes.iter_mut().for_each(|m| *m *= v);
+                (h, by(t))
+            });
+        }
+        self.scale *= v;
         Some(self)
     }
 }
@@ -195,18 +222,15 @@ fn decompose(eg: &KEGraph, x: Id, tq: &Dim, tk: &Dim, depth: usize) -> Option<Sc
             causal: None,
             harmonic: None,
             biases: Vec::new(),
+            fill: f64::NEG_INFINITY,
         }),
         Op::Binary(BinaryOp::Mul) => both_orders(kids).into_iter().find_map(|(a, c)| {
             let v = factor(eg, c)?;
-            let mut s = inner(a).filter(Scores::is_core)?;
-            s.scale *= v;
-            Some(s)
+            inner(a)?.times(v, ty(eg, a)?.dtype)
         }),
         Op::Binary(BinaryOp::Div) => {
             let v = factor(eg, kids[1]).filter(|&v| v != 0.0)?;
-            let mut s = inner(kids[0]).filter(Scores::is_core)?;
-            s.scale /= v;
-            Some(s)
+            inner(kids[0])?.times(1.0 / v, ty(eg, kids[0])?.dtype)
         }
         Op::Select => {
             let (c, a, b) = (kids[0], kids[1], kids[2]);
@@ -225,7 +249,7 @@ fn decompose(eg: &KEGraph, x: Id, tq: &Dim, tk: &Dim, depth: usize) -> Option<Sc
                 Term::op(Op::Select, vec![Term::Class(c), x, y])
             });
             match causal_cond(eg, c, tq, tk) {
-                Some(m) if m.visible == keep_when => s.mask(m.offset, as_bias),
+                Some(m) if m.visible == keep_when => s.mask(m.offset, fill, as_bias),
                 _ => {
                     let mut s = s;
                     s.biases.push(as_bias?);
@@ -254,9 +278,8 @@ fn add_term(eg: &KEGraph, s: Scores, b: Id, sign: f64, tq: &Dim, tk: &Dim) -> Sc
         return s;
     }
     if sign > 0.0 {
-        if let Some(off) = additive_causal(eg, b, tq, tk) {
-            let fallback = as_bias();
-            if let Some(s) = s.clone().mask(off, Some(fallback)) {
+        if let Some((off, fill)) = additive_causal(eg, b, tq, tk) {
+            if let Some(s) = s.clone().mask(off, fill, Some(as_bias())) {
                 return s;
             }
         }

@@ -355,11 +355,12 @@ pub(super) fn is_mask_fill(v: f64) -> bool {
 
 /// An additive causal mask: `0` on the visible pairs, a mask fill on the
 /// others — `select(causal, 0, fill)` either way round, or a constant.
-pub(super) fn additive_causal(eg: &KEGraph, b: Id, tq: &Dim, tk: &Dim) -> Option<Dim> {
+/// Returns the offset and the largest fill (`-inf` when every fill is).
+pub(super) fn additive_causal(eg: &KEGraph, b: Id, tq: &Dim, tk: &Dim) -> Option<(Dim, f64)> {
     additive_causal_at(eg, b, tq, tk, 3)
 }
 
-fn additive_causal_at(eg: &KEGraph, b: Id, tq: &Dim, tk: &Dim, depth: usize) -> Option<Dim> {
+fn additive_causal_at(eg: &KEGraph, b: Id, tq: &Dim, tk: &Dim, depth: usize) -> Option<(Dim, f64)> {
     if depth == 0 || !ty(eg, b)?.dtype.is_float() {
         return None;
     }
@@ -367,15 +368,13 @@ fn additive_causal_at(eg: &KEGraph, b: Id, tq: &Dim, tk: &Dim, depth: usize) -> 
     let zero = |c: Id| splat(eg, c) == Some(0.0);
     op_nodes(eg, b).find_map(|(op, kids)| match op {
         Op::Select => {
-            let want = if zero(kids[1]) && fill(kids[2]).is_some() {
-                true
-            } else if fill(kids[1]).is_some() && zero(kids[2]) {
-                false
-            } else {
-                return None;
+            let (want, f) = match (fill(kids[1]), fill(kids[2])) {
+                (None, Some(f)) if zero(kids[1]) => (true, f),
+                (Some(f), None) if zero(kids[2]) => (false, f),
+                _ => return None,
             };
             let m = causal_cond(eg, kids[0], tq, tk)?;
-            (m.visible == want).then_some(m.offset)
+            (m.visible == want).then_some((m.offset, f))
         }
         Op::Broadcast { .. } => additive_causal_at(eg, kids[0], tq, tk, depth - 1),
         Op::Const(l) => {
@@ -388,7 +387,12 @@ fn additive_causal_at(eg: &KEGraph, b: Id, tq: &Dim, tk: &Dim, depth: usize) -> 
                     None
                 }
             })?;
-            m.visible.then_some(m.offset)
+            let worst = literal_to_tensor(l)
+                .to_f64_vec()
+                .into_iter()
+                .filter(|&v| v != 0.0)
+                .fold(f64::NEG_INFINITY, f64::max);
+            m.visible.then_some((m.offset, worst))
         }
         _ => None,
     })

@@ -35,6 +35,8 @@ pub enum ScaleAt {
     K,
     /// No scale (1).
     None,
+    /// `mask(q·kᵀ) * c`: after the mask (and the harmonic term).
+    AfterMask,
 }
 
 /// How the causal comparison is written (all mean `j <= i + past`).
@@ -277,6 +279,9 @@ impl Spelling {
             Mask::BiasInput => s + b.input("bias", DType::F32, vec![tq.clone(), tk.clone()]),
             Mask::NotCausal => kpos.ne(&qpos).select_scalar(&s, f64::NEG_INFINITY),
         };
+        if self.scale == ScaleAt::AfterMask {
+            s = s * c;
+        }
         let p = match self.softmax {
             Softmax::Dsl => s.softmax(-1),
             Softmax::WrongAxis => s.softmax(-2),
@@ -360,15 +365,17 @@ impl Spelling {
             seq,
             past,
             d: r.random_range(1..=6),
-            dv: r.random_range(1..=5),
+            dv: r.random_range(2..=5),
             k,
+            // After the mask, a -1e4 fill scaled above -1e4 no longer masks.
             scale: [
                 ScaleAt::Scores,
                 ScaleAt::ScoresDiv,
                 ScaleAt::Q,
                 ScaleAt::K,
                 ScaleAt::None,
-            ][r.random_range(0..5)],
+                ScaleAt::AfterMask,
+            ][r.random_range(if fill == -1e4 { 0..5 } else { 0..6 })],
             mask,
             softmax: [Softmax::Dsl, Softmax::NoMax, Softmax::Recip][r.random_range(0..3)],
             harmonic: causal && r.random_bool(0.3),
