@@ -87,7 +87,7 @@ pub fn jit_with_progress(
     progress("optimize");
     let t = Instant::now();
     let (kernel_graph, passes) =
-        PassManager::default_pipeline().run(graph.clone(), &opts.passes)?;
+        PassManager::for_options(&opts.passes).run(graph.clone(), &opts.passes)?;
     report.optimize = t.elapsed();
     report.passes = passes;
 
@@ -204,7 +204,7 @@ pub fn compile_ptx(
     arch: kiln_codegen::GpuArch,
     opts: &PassOptions,
 ) -> Result<(Plan, kiln_codegen::PtxModule), KilnError> {
-    let (kernel_graph, _) = PassManager::default_pipeline().run(graph.clone(), opts)?;
+    let (kernel_graph, _) = PassManager::for_options(opts).run(graph.clone(), opts)?;
     let plan = kiln_runtime::plan(&kernel_graph)?;
     let module = kiln_codegen::compile_ptx(&kernel_specs(&plan), &plan.symbols, arch)?;
     Ok((plan, module))

@@ -94,6 +94,20 @@ pub fn emit_module(
                 symbols,
                 et,
             )?,
+            Op::SaqAppend(a) => crate::saq_append::emit_saq_append(
+                &k.name,
+                a,
+                &k.operand_types,
+                symbols,
+                et,
+            )?,
+            Op::SaqAttention(a) => crate::saq_attention::emit_saq_attention(
+                &k.name,
+                a,
+                &k.operand_types,
+                symbols,
+                et,
+            )?,
             other => {
                 return Err(CodegenError::Unsupported {
                     kernel: k.name.clone(),

@@ -20,6 +20,7 @@
 //! | `matmul` | tiled batched matmul |
 //! | `attention` | `flash_attention` / `prflash_attention`: shared setup, hash, scores; `attention_cpu` and `attention_gpu` kernels |
 //! | `update` | `update_slice`: the update written into its region of the result |
+//! | `saq`, `saq_append`, `saq_attention` | the SAQ quantized KV cache: quantizer and state access, append, attention over the codes |
 //! | `linear_scan` | `linear_scan`: sequential or chunked over time, parallel over the state |
 //! | `emit` | kernel specs to one MLIR module |
 //! | [`ptxas`] | validating PTX with ptxas (no GPU needed): registers and spills |
@@ -39,6 +40,9 @@ mod linear_scan;
 mod math;
 mod matmul;
 pub mod ptxas;
+mod saq;
+mod saq_append;
+mod saq_attention;
 mod scalar;
 pub mod target;
 mod update;

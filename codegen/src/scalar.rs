@@ -89,7 +89,7 @@ fn bf16_bits(b: &mut Builder, v: V) -> V {
 
 /// IEEE half bits (`i16`) to `f32`: normals rebias the exponent, inf/NaN
 /// keep their payload, subnormals are `mantissa · 2^-24` (exact in f32).
-fn f16_to_f32(b: &mut Builder, h: V) -> V {
+pub(crate) fn f16_to_f32(b: &mut Builder, h: V) -> V {
     let u = b.conv("arith.extui", h, Ty::I32);
     let c = |b: &mut Builder, v: i64| b.ci(Ty::I32, v);
     let (m8000, m3ff, m1f) = (c(b, 0x8000), c(b, 0x3FF), c(b, 0x1F));
@@ -122,7 +122,7 @@ fn f16_to_f32(b: &mut Builder, h: V) -> V {
 /// Round-to-nearest-even `f32 -> f16` bits (`i16`) with integer and one
 /// float op: overflow to inf, NaN to a quiet NaN, subnormals rounded by an
 /// add of a magic constant (the FPU does the rounding).
-fn f16_bits(b: &mut Builder, v: V) -> V {
+pub(crate) fn f16_bits(b: &mut Builder, v: V) -> V {
     let c = |b: &mut Builder, v: i64| b.ci(Ty::I32, v);
     let bits = b.conv("arith.bitcast", v, Ty::I32);
     let sign_mask = c(b, 0x8000_0000u32 as i32 as i64);

@@ -61,7 +61,7 @@ pub fn run(args: Args, opts: PassOptions) -> anyhow::Result<()> {
     let graph_in = model::load_graph(&args.model, args.seed)?;
     let format = args.format.unwrap_or(Format::Text);
     let needs_all = matches!(format, Format::Plan | Format::Mlir | Format::Ptx);
-    let pm = PassManager::default_pipeline();
+    let pm = PassManager::for_options(&opts);
     let t = Instant::now();
     let (graph, reports): (_, Vec<PassReport>) = if needs_all || args.after == "all" {
         pm.run(graph_in, &opts)?

@@ -31,6 +31,11 @@ struct Cli {
     /// (causal attention only; see DESIGN.md §4).
     #[arg(long, global = true, value_name = "MODE", default_value = "exact", value_parser = parse_attention)]
     attention: AttentionMode,
+    /// KV cache: `f32` (exact), or the opt-in, lossy SAQ staircase-quantized
+    /// cache `saq[:16,8,4,2][:S=128][:G=32]` (bit ladder newest first, chunk
+    /// size S, group size G; omitted parts take these defaults; DESIGN.md §4).
+    #[arg(long, global = true, value_name = "CACHE", default_value = "f32", value_parser = parse_kv_cache)]
+    kv_cache: KvCacheMode,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +66,18 @@ fn parse_attention(s: &str) -> Result<AttentionMode, String> {
     kiln_passes::lossy::PrFlashConfig::parse(s).map(|c| AttentionMode(Some(c)))
 }
 
+#[derive(Clone, Debug)]
+struct KvCacheMode(Option<kiln_ir::saq::SaqSpec>);
+
+fn parse_kv_cache(s: &str) -> Result<KvCacheMode, String> {
+    if s == "f32" {
+        return Ok(KvCacheMode(None));
+    }
+    kiln_ir::saq::SaqSpec::parse(s)
+        .map(|c| KvCacheMode(Some(c)))
+        .map_err(|e| e.to_string())
+}
+
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut passes = kiln_passes::PassOptions::from_env();
@@ -73,6 +90,7 @@ pub fn main() -> anyhow::Result<()> {
         passes.dump.print_after = p.split(',').map(|s| s.trim().to_string()).collect();
     }
     passes.prflash = cli.attention.0.clone();
+    passes.kv_cache = cli.kv_cache.0.clone();
     match cli.command {
         Command::Models => {
             println!(

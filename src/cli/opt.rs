@@ -47,7 +47,7 @@ pub fn run(args: Args, opts: PassOptions) -> anyhow::Result<()> {
     let graph = read_graph(&file)?;
     let graph = match args.passes.as_deref() {
         None => graph,
-        Some("default") => PassManager::default_pipeline().run(graph, &opts)?.0,
+        Some("default") => PassManager::for_options(&opts).run(graph, &opts)?.0,
         Some(list) => {
             let names: Vec<&str> = list.split(',').map(str::trim).collect();
             PassManager::from_names(&names)?.run(graph, &opts)?.0

@@ -9,6 +9,7 @@ mod loops;
 mod matmuls;
 mod ptx;
 mod rows;
+mod saq;
 mod updates;
 
 use kiln_ir::{FusedOp, FusionKind, Graph, Op, TensorType};

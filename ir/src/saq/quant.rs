@@ -22,16 +22,33 @@ use half::f16;
 /// The largest finite f16.
 const F16_MAX: f32 = 65504.0;
 
-/// `x` clamped to the finite f16 range by `max` then `min`, which skip a
-/// NaN (so NaN becomes -65504), as the kernels' `maxnum`/`minnum` do;
-/// `f32::clamp` would keep the NaN.
-#[allow(clippy::manual_clamp)]
-fn clamp_finite(x: f32) -> f32 {
-    x.max(-F16_MAX).min(F16_MAX)
+/// `a` if `a > b`, else `b` (so a NaN `a` gives `b`; equal values give
+/// `b`): one compare and select, as the kernels compute it, with no
+/// freedom in the sign of a zero.
+fn max_or(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
 }
 
-/// The largest f16 not above `x`, clamped to the finite range first
-/// (`max`/`min` that skip NaN, so a NaN becomes -65504).
+/// `a` if `a < b`, else `b`.
+fn min_or(a: f32, b: f32) -> f32 {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+/// `x` clamped to the finite f16 range (a NaN becomes -65504).
+fn clamp_finite(x: f32) -> f32 {
+    min_or(max_or(x, -F16_MAX), F16_MAX)
+}
+
+/// The largest f16 not above `x`, clamped to the finite range first (a NaN
+/// becomes -65504).
 pub fn f16_down(x: f32) -> f16 {
     let x = clamp_finite(x);
     let h = f16::from_f32(x);
@@ -100,9 +117,9 @@ pub fn levels(bits: u32) -> u32 {
 pub fn group_meta(values: impl IntoIterator<Item = f32>, bits: u32) -> GroupMeta {
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
     for x in values {
-        // `min`/`max` skip NaN, as the kernels' minnum/maxnum do.
-        lo = lo.min(x);
-        hi = hi.max(x);
+        // NaNs are skipped; of equal values (±0) the first is kept.
+        lo = min_or(x, lo);
+        hi = max_or(x, hi);
     }
     let min = f16_down(lo);
     let spread = (hi - min.to_f32()) / levels(bits) as f32;
@@ -121,8 +138,8 @@ pub fn quantize(x: f32, meta: GroupMeta, bits: u32) -> u8 {
         return 0;
     }
     let q = ((x - meta.min.to_f32()) / s + 0.5).floor();
-    // `max` first: a NaN becomes code 0.
-    q.max(0.0).min(levels(bits) as f32) as u8
+    // Lower bound first: a NaN becomes code 0.
+    min_or(max_or(q, 0.0), levels(bits) as f32) as u8
 }
 
 /// The value of code `q` in a group with `meta`.

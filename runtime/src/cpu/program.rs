@@ -363,8 +363,39 @@ fn kernel_guards(
             )
         }
         Op::Fused(f) => body_guards(&f.body, &mut push),
+        // The SAQ state holds `capacity` tokens; a call appends (or
+        // attends over) `past + seq` of them.
+        Op::SaqAppend(a) => saq_guard(&a.spec, &a.start, operand_types, 0, &mut push),
+        Op::SaqAttention(a) => saq_guard(&a.spec, &a.offset, operand_types, 1, &mut push),
         _ => Ok(()),
     }
+}
+
+/// `past + seq <= capacity` for an SAQ op whose state is operand `state`
+/// (the keys follow it).
+fn saq_guard(
+    spec: &kiln_ir::saq::SaqSpec,
+    past: &Dim,
+    operand_types: &[TensorType],
+    state: usize,
+    push: &mut impl FnMut(String, &Dim, &Dim) -> Result<(), RuntimeError>,
+) -> Result<(), RuntimeError> {
+    let (st, k) = (&operand_types[state], &operand_types[state + 1]);
+    let (Some(h), Some(d)) = (k.shape[1].as_const(), k.shape[2].as_const()) else {
+        return Ok(());
+    };
+    let Ok(layout) = kiln_ir::saq::SaqLayout::new(spec, h as usize, d as usize) else {
+        return Ok(());
+    };
+    let Some(capacity) = layout.capacity_dim(&st.shape[0]) else {
+        return Ok(());
+    };
+    let end = past + &k.shape[0];
+    push(
+        format!("the SAQ cache's token count `{end}`"),
+        &end,
+        &capacity,
+    )
 }
 
 fn body_guards(

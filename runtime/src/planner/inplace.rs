@@ -117,7 +117,7 @@ fn touches(buffers: &[Buffer], step: &Step, root: BufferId) -> bool {
 pub(crate) fn state_targets(g: &Graph) -> HashMap<NodeId, String> {
     let mut out = HashMap::new();
     for n in g.node_ids() {
-        if !matches!(g.node(n).op, Op::UpdateSlice { .. }) {
+        if !matches!(g.node(n).op, Op::UpdateSlice { .. } | Op::SaqAppend(_)) {
             continue;
         }
         let mut v = Value::new(n, 0);
@@ -138,7 +138,7 @@ pub(crate) fn state_targets(g: &Graph) -> HashMap<NodeId, String> {
                 .filter(|&(u, slot, port)| {
                     port == v.port
                         && match g.node(u).op {
-                            Op::UpdateSlice { .. } => slot == 0,
+                            Op::UpdateSlice { .. } | Op::SaqAppend(_) => slot == 0,
                             Op::Reshape { .. } => true,
                             _ => false,
                         }

@@ -8,6 +8,8 @@
 //!   by a kernel that writes the update's region ([`inplace`] then drops the
 //!   copy and makes the result a view of the base when nothing reads the
 //!   base afterwards and it is neither a graph output nor a weight).
+//! - **`saq_append`** (the SAQ cache's state update) is planned exactly like
+//!   `update_slice`: copy, then a kernel that updates the result in place.
 //! - **`scan`** becomes a [`Step::Scan`] whose body is planned like a graph:
 //!   the body's inputs and outputs are [`Storage::Bound`] buffers the
 //!   executor points at the right memory on each iteration; a kernel that
@@ -265,7 +267,8 @@ impl Builder {
                 | Op::Fused(_)
                 | Op::Attention(_)
                 | Op::PrFlash(_)
-                | Op::LinearScan(_) => {
+                | Op::LinearScan(_)
+                | Op::SaqAttention(_) => {
                     let kernel = self.kernel(
                         &node.op,
                         operand_types(g, n),
@@ -281,7 +284,9 @@ impl Builder {
                     }
                     level.steps.push(Step::Kernel { kernel, args });
                 }
-                Op::UpdateSlice { .. } => {
+                // `saq_append` updates its state as `update_slice` updates
+                // its base: the same copy-or-in-place decision.
+                Op::UpdateSlice { .. } | Op::SaqAppend(_) => {
                     let kernel = self.kernel(
                         &node.op,
                         operand_types(g, n),
@@ -291,16 +296,15 @@ impl Builder {
                     let fixed = level.fixed.contains_key(&v0);
                     let result = self.result_buffer(level, v0, node.outputs[0].clone());
                     level.value_buf.insert(v0, result);
-                    let (base, update) = (operands[0], operands[1]);
+                    let base = operands[0];
                     let copy_step = level.steps.len();
                     level.steps.push(Step::Copy {
                         from: base,
                         to: result,
                     });
-                    level.steps.push(Step::Kernel {
-                        kernel,
-                        args: vec![base, update, result],
-                    });
+                    let mut args = operands;
+                    args.push(result);
+                    level.steps.push(Step::Kernel { kernel, args });
                     // A result that must land in a body output buffer is
                     // written there: the copy is needed anyway.
                     if !fixed {

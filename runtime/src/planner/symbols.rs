@@ -29,6 +29,8 @@ fn collect(g: &Graph, out: &mut BTreeSet<String>) {
             Op::Slice { start, end, .. } => add(out, [start, end]),
             Op::Pad { low, high, .. } => add(out, [low, high]),
             Op::UpdateSlice { start, .. } => add(out, [start]),
+            Op::SaqAppend(a) => add(out, [&a.start]),
+            Op::SaqAttention(a) => add(out, [&a.offset]),
             Op::Attention(a) => add(out, [&a.offset]),
             Op::PrFlash(a) => add(out, [&a.offset]),
             Op::Reshape { shape } | Op::Broadcast { shape } => add(out, shape),
