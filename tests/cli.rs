@@ -328,3 +328,85 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// The shape-only 7B Llama: timings per pass and phase, the optimize line
+/// last, identical layers optimized once; it cannot run.
+#[test]
+fn llama_7b_shape_inspects_with_timings_and_refuses_to_run() {
+    let o = kiln(&["inspect", "--model", "llama-7b-shape", "--timings"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "canonicalize",
+        "recognize",
+        "fuse",
+        "  translate",
+        "  rules algebra",
+        "  extract",
+        "  stitch",
+        "layers 32 × model.layers: 1 optimized, 31 replayed",
+    ] {
+        assert!(out.contains(needle), "{needle}:\n{out}");
+    }
+    let last = out.lines().last().unwrap();
+    let ms: u64 = last
+        .strip_prefix("optimize: ")
+        .and_then(|s| s.strip_suffix(" ms"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("last line: {last}"));
+    // The release binary does it in well under 2 s; tests run the debug one.
+    assert!(ms < 20_000, "{out}");
+    for cmd in ["run", "generate"] {
+        let o = kiln(&[cmd, "--model", "llama-7b-shape", "--prompt", "hi"]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("shape-only"), "{cmd}: {}", stderr(&o));
+    }
+}
+
+/// `--explain` names the rules behind every kernel: attention becomes
+/// `flash_attention` in Llama, the selective scan `linear_scan` in Mamba.
+#[test]
+fn explain_shows_the_rules_behind_each_kernel() {
+    let o = kiln(&["inspect", "--model", "llama-tiny", "--explain"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines().any(
+            |l| l.contains("flash_attention at model.layers.1.self_attn")
+                && l.contains("recognize: flash-attention -> flash_attention")
+        ),
+        "{out}"
+    );
+    assert!(out.contains("fuse: row kernel of "), "{out}");
+    let o = kiln(&["inspect", "--model", "mamba-tiny", "--explain"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("linear_scan at backbone.layers.0")
+                && l.contains("recognize: scan-linear-recurrence -> linear_scan")),
+        "{out}"
+    );
+    // After an earlier pass: the nodes a rewrite touched, and a count.
+    let o = kiln(&[
+        "inspect",
+        "--model",
+        "llama-tiny",
+        "--explain",
+        "--after",
+        "recognize",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("flash_attention at model.layers.0.self_attn: recognize: flash-attention"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .contains("node(s) with rewrites"),
+        "{out}"
+    );
+}

@@ -11,9 +11,9 @@
 //!   replaced: the e-nodes between `E` and the classes the rule's result
 //!   reuses (bounded), so a `flash_attention` node inherits the
 //!   canonicalization steps of the softmax it absorbed. A rule whose result
-//!   is an existing class (`x * 1 -> x`) records the rule on that class's
-//!   e-nodes: whichever of them extraction picks now stands in for the
-//!   rewritten term. Classes merge their lists when they merge.
+//!   is an existing class (`x * 1 -> x`) records the rule on the users of
+//!   the rewritten class (`exp(x * 1)` now reads `x`: the `exp` changed).
+//!   Classes merge their lists when they merge.
 //! - Extraction picks one e-node per class; the graph node built from it gets
 //!   that e-node's steps ([`crate::translate::to_graph_traced`]).
 //! - Graph passes map steps along: `dce` keeps node ids, `fuse` gives every
@@ -282,12 +282,32 @@ fn record(
     term_leaves(term, eg, &mut leaves);
     let mut base = absorbed(eg, eclass, &leaves);
     if created.is_empty() {
-        // The result is an existing class: its e-nodes stand in for the term.
+        // The result is an existing class (`x * 1 -> x`): what changed is
+        // every user of the rewritten class, which now reads that class.
         merge_steps(&mut base, &[step(None)]);
-        let nodes = eg[id].nodes.clone();
-        let data = &mut eg[id].data;
-        for n in nodes {
-            data.prov.push((n, base.clone()));
+        let e = eg.find(eclass);
+        let mut users: Vec<(Id, KNode)> = Vec::new();
+        for p in eg[e].parents() {
+            let pc = eg.find(p);
+            for n in &eg[pc].nodes {
+                if n.children.iter().any(|&k| eg.find(k) == e)
+                    && !users.iter().any(|(c, m)| *c == pc && m == n)
+                {
+                    users.push((pc, n.clone()));
+                }
+            }
+        }
+        if users.is_empty() {
+            // A graph result: the class's own e-nodes stand in for the term.
+            let target = eg.find(id);
+            users = eg[target]
+                .nodes
+                .iter()
+                .map(|n| (target, n.clone()))
+                .collect();
+        }
+        for (c, n) in users {
+            eg[c].data.prov.push((n, base.clone()));
         }
         return;
     }

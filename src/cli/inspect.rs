@@ -1,10 +1,10 @@
 //! `kiln inspect`: a model's IR as text, JSON or DOT, after any pass; its plan;
-//! the MLIR of its kernels; per-stage timings.
+//! the MLIR of its kernels; per-stage timings; the rewrites behind every kernel.
 
 use super::model;
 use anyhow::anyhow;
 use clap::ValueEnum;
-use kiln_passes::{PassManager, PassOptions, PassReport};
+use kiln_passes::{PassManager, PassOptions, PassReport, Traced};
 use std::time::Instant;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,13 +38,22 @@ pub struct Args {
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// Show the graph after this pass (`input` for the graph as built, `all` for
-    /// the whole pipeline). Passes in order: see `kiln opt --list-passes`.
-    #[arg(long, value_name = "PASS", default_value = "input")]
-    after: String,
-    /// Print the time of every stage; the last line is `optimize: N ms`.
-    /// Without an explicit --format, only the timings are printed.
+    /// the whole pipeline; default `input`, or `all` with --timings or
+    /// --explain). Passes in order: see `kiln opt --list-passes`.
+    #[arg(long, value_name = "PASS")]
+    after: Option<String>,
+    /// Print the time of every pass and of its phases (for the e-graph passes:
+    /// translate, each rule stage, extract, rebuild; with layers also
+    /// partition and stitch); the last line is `optimize: N ms`. Without an
+    /// explicit --format, only the timings are printed.
     #[arg(long)]
     timings: bool,
+    /// For every kernel (or, with --after before `fuse`, every rewritten
+    /// node), print the chain of rewrites that produced it: rule names by
+    /// pass, the ops they made, the kernel `fuse` formed. Without an explicit
+    /// --format, only the explanation is printed.
+    #[arg(long)]
+    explain: bool,
     /// GPU architecture for `--format ptx`.
     #[arg(long, value_enum, default_value = "sm_90")]
     arch: Arch,
@@ -57,22 +66,51 @@ pub struct Args {
     seed: u64,
 }
 
+/// The graph to inspect: a built-in is built without its weights (inspection
+/// needs none, and shape-only built-ins have none).
+fn load(spec: &str, seed: u64) -> anyhow::Result<kiln_ir::Graph> {
+    if !std::path::Path::new(spec).exists() {
+        if let Some(m) = kiln_models::builtin(spec) {
+            return (m.build)().map_err(|e| anyhow!("building `{spec}`: {e}"));
+        }
+    }
+    model::load_graph(spec, seed)
+}
+
 pub fn run(args: Args, opts: PassOptions) -> anyhow::Result<()> {
-    let graph_in = model::load_graph(&args.model, args.seed)?;
+    let graph_in = load(&args.model, args.seed)?;
     let format = args.format.unwrap_or(Format::Text);
     let needs_all = matches!(format, Format::Plan | Format::Mlir | Format::Ptx);
+    let after = args.after.clone().unwrap_or_else(|| {
+        if args.explain || args.timings {
+            "all"
+        } else {
+            "input"
+        }
+        .to_string()
+    });
     let pm = PassManager::for_options(&opts);
     let t = Instant::now();
-    let (graph, reports): (_, Vec<PassReport>) = if needs_all || args.after == "all" {
-        pm.run(graph_in, &opts)?
-    } else if args.after == "input" {
-        (graph_in, Vec::new())
+    let traced = if needs_all || after == "all" {
+        pm.run_traced(graph_in, &opts)?
+    } else if after == "input" {
+        Traced {
+            graph: graph_in,
+            reports: Vec::new(),
+            provenance: Default::default(),
+        }
     } else {
-        pm.run_until(graph_in, &args.after, &opts)?
+        pm.run_until_traced(graph_in, &after, &opts)?
     };
     let optimize_ms = t.elapsed().as_secs_f64() * 1e3;
+    let Traced {
+        graph,
+        reports,
+        provenance,
+    } = traced;
+    let kernels = reports.last().is_some_and(|r| r.pass == "fuse");
 
-    let show_ir = args.format.is_some() || !args.timings;
+    let show_ir = args.format.is_some() || !(args.timings || args.explain);
     if show_ir {
         let out = match format {
             Format::Text => kiln_ir::text::print(&graph),
@@ -114,18 +152,36 @@ pub fn run(args: Args, opts: PassOptions) -> anyhow::Result<()> {
             println!();
         }
     }
-    if args.timings {
-        for r in &reports {
-            println!(
-                "{:<14} {:>9.2} ms  nodes {} -> {}  {}",
-                r.pass,
-                r.time.as_secs_f64() * 1e3,
-                r.nodes_before,
-                r.nodes_after,
-                r.detail
-            );
+    if args.explain {
+        if reports.is_empty() {
+            println!("(the graph as built: no pass has run; use --after PASS)");
         }
+        // After `fuse`, every kernel; before, the nodes a rewrite touched.
+        print!(
+            "{}",
+            kiln_passes::provenance::explain(&graph, &provenance, kernels)
+        );
+    }
+    if args.timings {
+        print_timings(&reports);
         println!("optimize: {} ms", optimize_ms.round() as u64);
     }
     Ok(())
+}
+
+/// One line per pass, then its phases indented.
+fn print_timings(reports: &[PassReport]) {
+    for r in reports {
+        println!(
+            "{:<14} {:>9.2} ms  nodes {} -> {}  {}",
+            r.pass,
+            r.time.as_secs_f64() * 1e3,
+            r.nodes_before,
+            r.nodes_after,
+            r.detail
+        );
+        for (phase, t) in &r.phases {
+            println!("  {:<20} {:>9.2} ms", phase, t.as_secs_f64() * 1e3);
+        }
+    }
 }

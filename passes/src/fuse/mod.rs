@@ -22,8 +22,9 @@ mod scan;
 pub use partition::DUP_LIMIT;
 
 use crate::error::PassError;
-use crate::manager::Pass;
+use crate::manager::{Pass, PassInput, PassOutput};
 use crate::options::PassOptions;
+use crate::provenance::{Provenance, Step, What};
 use kiln_ir::kernel::check_fused;
 use kiln_ir::{FusionKind, Graph, NodeId, Op, Value};
 use partition::{partition, role, Role};
@@ -48,6 +49,16 @@ impl Pass for Fuse {
     ) -> Result<(Graph, String), PassError> {
         fuse_with(graph, opts)
     }
+    fn run_traced(&self, input: PassInput, opts: &PassOptions) -> Result<PassOutput, PassError> {
+        let (graph, detail, provenance) =
+            fuse_traced(input.graph, opts, &input.provenance, input.seq)?;
+        Ok(PassOutput {
+            graph,
+            detail,
+            phases: Vec::new(),
+            provenance,
+        })
+    }
 }
 
 fn place(g: &Graph, n: NodeId) -> String {
@@ -63,7 +74,19 @@ pub fn fuse(graph: Graph) -> Result<(Graph, String), PassError> {
 }
 
 /// Fuses `graph`; `opts` drive the optimization of scan bodies.
-pub fn fuse_with(mut graph: Graph, opts: &PassOptions) -> Result<(Graph, String), PassError> {
+pub fn fuse_with(graph: Graph, opts: &PassOptions) -> Result<(Graph, String), PassError> {
+    fuse_traced(graph, opts, &Provenance::default(), 0).map(|(g, d, _)| (g, d))
+}
+
+/// [`fuse_with`] carrying history: a kernel's history is its members'
+/// together, plus the kernel's own step (`seq`: the pass's position).
+pub fn fuse_traced(
+    mut graph: Graph,
+    opts: &PassOptions,
+    prov: &Provenance,
+    seq: u16,
+) -> Result<(Graph, String, Provenance), PassError> {
+    let mut out_prov = Provenance::default();
     let rebuild = |source| PassError::Rebuild { pass: PASS, source };
     // Dead nodes would only become dead kernels.
     graph.remove_dead();
@@ -113,6 +136,7 @@ pub fn fuse_with(mut graph: Graph, opts: &PassOptions) -> Result<(Graph, String)
             };
             let id = out.add_node(op, &ops).map_err(rebuild)?;
             out.set_loc(id, node.loc.clone());
+            out_prov.add(id, prov.steps(n));
             for port in 0..node.outputs.len() as u32 {
                 vmap.insert(Value::new(n, port), Value::new(id, port));
             }
@@ -136,8 +160,20 @@ pub fn fuse_with(mut graph: Graph, opts: &PassOptions) -> Result<(Graph, String)
                 .iter()
                 .map(|v| vmap.get(v).copied().ok_or_else(|| missing(*v)))
                 .collect::<Result<Vec<_>, _>>()?;
+            let kind = b.op.kind.name();
             let id = out.add_node(Op::Fused(b.op), &ops).map_err(rebuild)?;
             out.set_loc(id, node.loc.clone());
+            let mut ops = 0u32;
+            for &m in &members {
+                out_prov.add(id, prov.steps(m));
+                ops += u32::from(role(&g.node(m).op) != Role::ScalarConst);
+            }
+            let step = Step {
+                seq,
+                pass: PASS,
+                what: What::Kernel { kind, ops },
+            };
+            out_prov.add(id, &[step]);
             for (i, &r) in results.iter().enumerate() {
                 vmap.insert(Value::new(r, 0), Value::new(id, i as u32));
             }
@@ -161,7 +197,7 @@ pub fn fuse_with(mut graph: Graph, opts: &PassOptions) -> Result<(Graph, String)
         p.views.len(),
         p.cloned
     );
-    Ok((out, detail))
+    Ok((out, detail, out_prov))
 }
 
 /// Checks that `g` is kernel-level: only input, param, const, reshape,

@@ -228,7 +228,8 @@ impl Searcher<KNode, crate::analysis::KAnalysis> for RuleSearcher {
 }
 
 /// Applies by re-running the matcher on the (possibly grown) e-graph and
-/// unioning each well-typed result with the class.
+/// unioning each well-typed result with the class, recording provenance
+/// (see [`crate::provenance::apply_rule`]).
 struct RuleApplier(&'static RuleDef);
 
 impl Applier<KNode, crate::analysis::KAnalysis> for RuleApplier {
@@ -240,22 +241,7 @@ impl Applier<KNode, crate::analysis::KAnalysis> for RuleApplier {
         _ast: Option<&PatternAst<KNode>>,
         rule_name: Symbol,
     ) -> Vec<Id> {
-        let mut changed = Vec::new();
-        for term in (self.0.matcher)(egraph, eclass) {
-            let Some(id) = term.add(egraph) else { continue };
-            if egraph[id].data.types != egraph[eclass].data.types {
-                let msg = format!(
-                    "rule `{}` produced {:?} for a class of type {:?}",
-                    self.0.name, egraph[id].data.types, egraph[eclass].data.types
-                );
-                egraph.analysis.errors.push(msg);
-                continue;
-            }
-            if egraph.union_trusted(eclass, id, rule_name) {
-                changed.push(id);
-            }
-        }
-        changed
+        crate::provenance::apply_rule(egraph, eclass, self.0, rule_name)
     }
 }
 
