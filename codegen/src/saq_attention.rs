@@ -9,7 +9,8 @@
 //! f16 residual, then the new tokens `past..=past+i` (read exactly from `k`
 //! and `v`), with an online softmax per query head: running max `m`, sum
 //! `l` and `g × D` accumulators in stack scratch. Key codes dequantize with
-//! their channel's group meta, values with their token's group meta.
+//! their channel's group meta (decoded once per key group into scratch),
+//! values with their token's group meta (decoded once per row).
 //!
 //! On the GPU a block is one thread.
 
@@ -75,6 +76,12 @@ struct Env<'l> {
     m: V,
     lsum: V,
     acc: V,
+    /// Scratch: the current key group's meta per channel, the current
+    /// row's value-group meta.
+    kscale: V,
+    kmin: V,
+    vscale: V,
+    vmin: V,
 }
 
 fn c(b: &mut Builder, v: i64) -> V {
@@ -112,6 +119,10 @@ fn body(
         m: alloca_f32(b, g),
         lsum: alloca_f32(b, g),
         acc: alloca_f32(b, g * d),
+        kscale: alloca_f32(b, d),
+        kmin: alloca_f32(b, d),
+        vscale: alloca_f32(b, l.value_groups() as i64),
+        vmin: alloca_f32(b, l.value_groups() as i64),
     };
     let (zero, one) = (b.i64c(0), b.i64c(1));
     // Initial state: m = -inf, l = 0, acc = 0.
@@ -153,9 +164,23 @@ fn body(
             let rg = rung(b, l, r);
             let at_bottom = b.cmpi("eq", r, bottom);
             let row0 = b.select(at_bottom, first, zero);
-            for_loop(cx, zero, rows, one, &[], |cx, jj, _| {
-                let row = cx.b.add(row0, jj);
-                quantized_key(cx, &e, &rg, row)?;
+            // Key groups: their meta decoded once, then their rows.
+            let gk = c(b, l.key_group() as i64);
+            let groups = b.add(rows, gk);
+            let groups = b.sub(groups, one);
+            let groups = b.div(groups, gk);
+            for_loop(cx, zero, groups, one, &[], |cx, g, _| {
+                let b = &mut cx.b;
+                let g0 = b.mul(g, gk);
+                let left = b.sub(rows, g0);
+                let n_rows = b.min_s(left, gk);
+                let grow = b.add(row0, g0);
+                key_meta(cx, &e, &rg, grow)?;
+                for_loop(cx, zero, n_rows, one, &[], |cx, jj, _| {
+                    let row = cx.b.add(grow, jj);
+                    quantized_key(cx, &e, &rg, row)?;
+                    Ok(vec![])
+                })?;
                 Ok(vec![])
             })?;
             Ok(())
@@ -240,40 +265,74 @@ fn out_row(b: &mut Builder, e: &Env, j: V) -> V {
 
 /// One cached position at a quantized rung: codes dequantized with their
 /// group meta.
-fn quantized_key(cx: &mut Ctx, e: &Env, rg: &Rung, row: V) -> R<()> {
+/// Decodes the key meta of the group starting at region row `grow` (one
+/// `(scale, min)` per channel, spread over the group's rows) into scratch.
+fn key_meta(cx: &mut Ctx, e: &Env, rg: &Rung, grow: V) -> R<()> {
     let l = e.l;
     let heads = l.heads() as i64;
     let b = &mut cx.b;
-    let base = row_offset(b, rg, heads, row, e.h);
-    let (gk, cpr, gv) = (
-        c(b, l.key_group() as i64),
-        c(b, l.key_meta_per_row() as i64),
-        c(b, l.value_group() as i64),
-    );
-    let within = b.rem(row, gk);
-    let g0 = b.sub(row, within);
+    let (zero, one, d) = (b.i64c(0), b.i64c(1), c(b, l.dim() as i64));
+    let cpr = c(b, l.key_meta_per_row() as i64);
     let four = b.i64c(4);
-    let st = e.st;
-    let kval = |b: &mut Builder, chan: V| {
-        let code = get_code(b, st, base, chan, rg);
+    for_loop(cx, zero, d, one, &[], |cx, chan, _| {
+        let b = &mut cx.b;
         let r = b.div(chan, cpr);
-        let mrow = b.add(g0, r);
+        let mrow = b.add(grow, r);
         let mbase = row_offset(b, rg, heads, mrow, e.h);
         let slot = b.rem(chan, cpr);
         let slot = b.mul(slot, four);
         let off = b.add(mbase, rg.km);
         let off = b.add(off, slot);
+        let (scale, min) = load_meta(b, e.st, off);
+        let p = b.gep(e.kscale, chan, Ty::F32);
+        b.store(scale, p);
+        let p = b.gep(e.kmin, chan, Ty::F32);
+        b.store(min, p);
+        Ok(vec![])
+    })?;
+    Ok(())
+}
+
+/// One cached position at a quantized rung: codes dequantized with their
+/// group meta (the key group's from scratch, the row's value groups
+/// decoded first).
+fn quantized_key(cx: &mut Ctx, e: &Env, rg: &Rung, row: V) -> R<()> {
+    let l = e.l;
+    let heads = l.heads() as i64;
+    let b = &mut cx.b;
+    let (zero, one) = (b.i64c(0), b.i64c(1));
+    let base = row_offset(b, rg, heads, row, e.h);
+    let gv = c(b, l.value_group() as i64);
+    let ngv = c(b, l.value_groups() as i64);
+    let four = b.i64c(4);
+    let st = e.st;
+    for_loop(cx, zero, ngv, one, &[], |cx, g, _| {
+        let b = &mut cx.b;
+        let slot = b.mul(g, four);
+        let off = b.add(base, rg.vm);
+        let off = b.add(off, slot);
         let (scale, min) = load_meta(b, st, off);
+        let p = b.gep(e.vscale, g, Ty::F32);
+        b.store(scale, p);
+        let p = b.gep(e.vmin, g, Ty::F32);
+        b.store(min, p);
+        Ok(vec![])
+    })?;
+    let meta = |b: &mut Builder, s: V, m: V, i: V| {
+        let ps = b.gep(s, i, Ty::F32);
+        let pm = b.gep(m, i, Ty::F32);
+        (b.load(ps, Ty::F32), b.load(pm, Ty::F32))
+    };
+    let kval = |b: &mut Builder, chan: V| {
+        let code = get_code(b, st, base, chan, rg);
+        let (scale, min) = meta(b, e.kscale, e.kmin, chan);
         dequantize(b, code, scale, min)
     };
     let vval = |b: &mut Builder, chan: V| {
         let codes = b.add(base, rg.vc);
         let code = get_code(b, st, codes, chan, rg);
         let grp = b.div(chan, gv);
-        let slot = b.mul(grp, four);
-        let off = b.add(base, rg.vm);
-        let off = b.add(off, slot);
-        let (scale, min) = load_meta(b, st, off);
+        let (scale, min) = meta(b, e.vscale, e.vmin, grp);
         dequantize(b, code, scale, min)
     };
     key(cx, e, kval, vval).map(|_| ())
