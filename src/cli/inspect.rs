@@ -4,7 +4,7 @@
 use super::model;
 use anyhow::anyhow;
 use clap::ValueEnum;
-use kiln_passes::{PassManager, PassOptions, PassReport, Traced};
+use kiln_passes::{LayerMode, PassManager, PassOptions, PassReport, Traced};
 use std::time::Instant;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -20,6 +20,13 @@ pub enum Format {
     Mlir,
     /// PTX of every kernel for `--arch` (redirect to a `.ptx` file).
     Ptx,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layers {
+    Shared,
+    Separate,
+    Whole,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +68,11 @@ pub struct Args {
     /// kernel's registers and spills to stderr.
     #[arg(long)]
     ptxas: bool,
+    /// Repeated layers in the e-graph passes: `shared` (identical layers
+    /// optimized once), `separate` (each layer on its own) or `whole` (the
+    /// graph in one e-graph), to compare their timings and results.
+    #[arg(long, value_enum, default_value = "shared")]
+    layers: Layers,
     /// Seed of the built-in models' weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -77,7 +89,12 @@ fn load(spec: &str, seed: u64) -> anyhow::Result<kiln_ir::Graph> {
     model::load_graph(spec, seed)
 }
 
-pub fn run(args: Args, opts: PassOptions) -> anyhow::Result<()> {
+pub fn run(args: Args, mut opts: PassOptions) -> anyhow::Result<()> {
+    opts.layers = match args.layers {
+        Layers::Shared => LayerMode::Shared,
+        Layers::Separate => LayerMode::Separate,
+        Layers::Whole => LayerMode::Whole,
+    };
     let graph_in = load(&args.model, args.seed)?;
     let format = args.format.unwrap_or(Format::Text);
     let needs_all = matches!(format, Format::Plan | Format::Mlir | Format::Ptx);
