@@ -6,9 +6,11 @@
 //! over the whole state (`d_inner · N` for Mamba). Two schedules:
 //!
 //! - **sequential**: each element runs `t = 0..T` with its state in a
-//!   register. CPU blocks own [`CPU_LANES`] elements as independent chains
-//!   (unrolled, so a step's multiply-adds overlap); GPU threads own one
-//!   element each ([`SCAN_THREADS`] per block).
+//!   register. CPU blocks own [`CPU_VECTORS`] runs of [`VW`] elements as
+//!   `vector<16xf32>` values when the state's last dim is a multiple of 16
+//!   (f32; `a`/`b` rows contiguous or broadcast), else [`CPU_LANES`]
+//!   elements as independent scalar chains;
+//!   GPU threads own one element each ([`SCAN_THREADS`] per block).
 //! - **chunked**: time is cut into chunks of `L` steps. Phase 1 reduces each
 //!   chunk but the last, from a zero state, to `(A, B) = (Π a, scan of b)`;
 //!   phase 2 walks the chunks in order combining the pairs with
@@ -47,6 +49,12 @@ use kiln_ir::{DType, TensorType};
 pub const SCAN_THREADS: u32 = 128;
 /// State elements one CPU block runs together.
 pub const CPU_LANES: i64 = 8;
+/// Elements of the CPU vector path (`vector<16xf32>`: one AVX-512 register).
+pub const VW: i64 = 16;
+/// Vectors one CPU block carries: each step then reads and writes runs of
+/// `VW · CPU_VECTORS` contiguous elements (a step's rows are `N_state`
+/// apart, so one vector per step would touch a new cache line per access).
+pub const CPU_VECTORS: i64 = 8;
 /// GPU chunked schedule: elements per block and lanes of chunks per element.
 pub const GPU_CHUNK_ELEMS: i64 = 32;
 pub const GPU_CHUNK_LANES: i64 = SCAN_THREADS as i64 / GPU_CHUNK_ELEMS;
@@ -126,7 +134,9 @@ pub fn emit_linear_scan(
         });
     }
     let sched = schedule(op, h0, target.gpu);
+    let vector = !target.gpu && sched == Schedule::Sequential && vectorizable(h0);
     let per_block = match (target.gpu, sched) {
+        (false, _) if vector => VW * CPU_VECTORS,
         (false, _) => CPU_LANES,
         (true, Schedule::Sequential) => SCAN_THREADS as i64,
         (true, Schedule::Chunked(_)) => GPU_CHUNK_ELEMS,
@@ -166,6 +176,24 @@ pub fn emit_linear_scan(
         let pb = cx.b.i64c(per_block);
         let first = cx.b.mul(block, pb);
         match cx.threads {
+            None if vector => {
+                // Vector `j` starts at element `first + VW·j`, clamped so a
+                // short last block recomputes (and stores the same values
+                // into) the state's last vector.
+                let vw = cx.b.i64c(VW);
+                let last = cx.b.sub(geo.n_state, vw);
+                let els: Vec<Elem> = (0..CPU_VECTORS)
+                    .map(|j| {
+                        let off = cx.b.i64c(VW * j);
+                        let e = cx.b.add(first, off);
+                        let e = cx.b.min_s(e, last);
+                        elem(cx, e)
+                    })
+                    .collect();
+                let a_row = a_dims.last() == state.last();
+                let b_row = b_dims.last() == state.last();
+                vector_sequential(cx, &geo, &els, a_row, b_row)
+            }
             None => {
                 let one = cx.b.i64c(1);
                 let last = cx.b.sub(geo.n_state, one);
@@ -218,6 +246,73 @@ fn product(cx: &mut Ctx, dims: &[V]) -> V {
         p = cx.b.mul(p, d);
     }
     p
+}
+
+/// The CPU vector path applies: f32, and the state's last dim a constant
+/// multiple of [`VW`], so a block's elements lie in one row where `a` and
+/// `b` are either contiguous (their last dim is the state's) or one value.
+fn vectorizable(h0: &TensorType) -> bool {
+    h0.dtype == DType::F32
+        && h0
+            .shape
+            .last()
+            .and_then(|d| d.as_const())
+            .is_some_and(|n| n > 0 && n % VW == 0)
+}
+
+/// Runs of `VW` consecutive elements as `vector<VW x f32>` values: loads
+/// (or a broadcast scalar, where the coefficient is shared along the row),
+/// one FMA and one store per vector and step.
+fn vector_sequential(cx: &mut Ctx, g: &Geo, els: &[Elem], a_row: bool, b_row: bool) -> R<()> {
+    let vty = Ty::VF32(VW as u32);
+    let load_vec = |cx: &mut Ctx, buf: V, i: V| -> V {
+        let p = cx.b.gep(buf, i, Ty::F32);
+        cx.b.op(
+            vty,
+            &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
+        )
+    };
+    let load_coef = |cx: &mut Ctx, buf: V, i: V, row: bool| -> V {
+        if row {
+            load_vec(cx, buf, i)
+        } else {
+            let p = cx.b.gep(buf, i, Ty::F32);
+            let s = cx.b.load(p, Ty::F32);
+            cx.b.pure(vty, format!("vector.broadcast {s} : f32 to {vty}"))
+        }
+    };
+    let store_vec = |cx: &mut Ctx, buf: V, i: V, v: V| {
+        let p = cx.b.gep(buf, i, Ty::F32);
+        cx.b.line(&format!(
+            "llvm.store {v}, {p} {{alignment = 4 : i64}} : {vty}, !llvm.ptr"
+        ));
+    };
+    let (p0, pa, pb, pf, ps) = (cx.bufs[0], cx.bufs[1], cx.bufs[2], cx.bufs[3], cx.bufs[4]);
+    let h: Vec<V> = els.iter().map(|el| load_vec(cx, p0, el.e)).collect();
+    let zero = cx.b.i64c(0);
+    let one = cx.b.i64c(1);
+    let h = for_loop(cx, zero, g.t, one, &h, |cx, i, hs| {
+        let t = pos(cx, g, i);
+        let at = cx.b.mul(t, g.a_step);
+        let bt = cx.b.mul(t, g.b_step);
+        let mut next = Vec::with_capacity(els.len());
+        for (el, &h) in els.iter().zip(hs) {
+            let ai = cx.b.add(at, el.a_off);
+            let bi = cx.b.add(bt, el.b_off);
+            let av = load_coef(cx, pa, ai, a_row);
+            let bv = load_coef(cx, pb, bi, b_row);
+            next.push(cx.b.pure(vty, format!("math.fma {av}, {h}, {bv} : {vty}")));
+        }
+        for (el, &h) in els.iter().zip(&next) {
+            let si = state_index(cx, g, el, t);
+            store_vec(cx, ps, si, h);
+        }
+        Ok(next)
+    })?;
+    for (el, &v) in els.iter().zip(&h) {
+        store_vec(cx, pf, el.e, v);
+    }
+    Ok(())
 }
 
 /// `x·y + acc`, contracted to an FMA by the backend (`math.fma` would be a

@@ -86,6 +86,46 @@ fn f32_specs() -> Vec<KernelSpec> {
                 reverse,
                 chunk,
             ));
+            // The CPU vector path: rows of 32 (two vectors), coefficients
+            // contiguous, shared along the row, or both.
+            ks.push(scan_spec(
+                &format!("vec_{tag}"),
+                f,
+                &["3", "32"],
+                &["3", "1"],
+                &["3", "32"],
+                reverse,
+                chunk,
+            ));
+            // Five vectors: one block, its last vectors clamped.
+            ks.push(scan_spec(
+                &format!("vecshort_{tag}"),
+                f,
+                &["5", "16"],
+                &["5", "1"],
+                &["5", "16"],
+                reverse,
+                chunk,
+            ));
+            // Two blocks, the second short.
+            ks.push(scan_spec(
+                &format!("veclong_{tag}"),
+                f,
+                &["9", "16"],
+                &["9", "16"],
+                &["9", "16"],
+                reverse,
+                chunk,
+            ));
+            ks.push(scan_spec(
+                &format!("vecfull_{tag}"),
+                f,
+                &["2", "16"],
+                &["2", "16"],
+                &["1", "16"],
+                reverse,
+                chunk,
+            ));
             ks.push(scan_spec(
                 &format!("scalar_{tag}"),
                 f,
