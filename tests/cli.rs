@@ -364,7 +364,8 @@ fn llama_7b_shape_inspects_with_timings_and_refuses_to_run() {
 }
 
 /// `--explain` names the rules behind every kernel: attention becomes
-/// `flash_attention` in Llama, the selective scan `linear_scan` in Mamba.
+/// `flash_attention` in Llama, the selective scan `linear_scan` in Mamba
+/// (priced for the GPU; the CPU keeps mamba-tiny's step loop).
 #[test]
 fn explain_shows_the_rules_behind_each_kernel() {
     let o = kiln(&["inspect", "--model", "llama-tiny", "--explain"]);
@@ -378,7 +379,7 @@ fn explain_shows_the_rules_behind_each_kernel() {
         "{out}"
     );
     assert!(out.contains("fuse: row kernel of "), "{out}");
-    let o = kiln(&["inspect", "--model", "mamba-tiny", "--explain"]);
+    let o = kiln(&["inspect", "--model", "mamba-tiny", "--explain", "--target", "gpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(

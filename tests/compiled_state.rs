@@ -9,6 +9,7 @@
 
 use kiln::runtime::plan::{Step, Storage};
 use kiln::runtime::RuntimeError;
+use kiln::passes::CostTarget;
 use kiln::{jit, CompileOptions, Executable, KilnError};
 use kiln_ir::interp::{eval_with, EvalOptions};
 use kiln_ir::op::ScanOp;
@@ -560,26 +561,32 @@ fn mamba_inputs(
 #[test]
 fn mamba_selective_scan_forward_and_reverse() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-    // Small states; and one big enough (32 KiB) that the `linear_scan`
-    // kernel's blocks are split over two threads.
+    // Small states; and one big enough (3 x 32 KiB per iteration) that each
+    // iteration's kernel (or the `linear_scan` kernel) is split over two
+    // threads. Extraction for the GPU lowers the recurrence to `linear_scan`;
+    // for the CPU the cost model decides (the big state keeps its step loop).
     for (di, ds, threads, seqs) in [(6, 4, 1, &[0usize, 1, 2, 9, 33][..]), (32, 256, 2, &[1, 3])] {
         for reverse in [false, true] {
-            let g = mamba_graph(di, ds, reverse, false);
-            let mut opts = CompileOptions::default();
-            opts.exec.threads = threads;
-            let mut exe = jit(&g, &no_params(), &opts).unwrap_or_else(|e| panic!("{e}"));
-            // The recurrence is lowered to a `linear_scan` kernel.
-            let plan = exe.plan();
-            assert!(
-                plan.kernels
+            for target in [CostTarget::Cpu, CostTarget::Gpu] {
+                let g = mamba_graph(di, ds, reverse, false);
+                let mut opts = CompileOptions::default();
+                opts.exec.threads = threads;
+                opts.passes.target = target;
+                let mut exe = jit(&g, &no_params(), &opts).unwrap_or_else(|e| panic!("{e}"));
+                let plan = exe.plan();
+                let lowered = plan
+                    .kernels
                     .iter()
-                    .any(|k| matches!(k.op, Op::LinearScan(_))),
-                "{}",
-                plan.describe()
-            );
-            for &seq in seqs {
-                let ins = inputs(mamba_inputs(&mut rng, seq, di, ds));
-                check_run(&mut exe, &g, &ins, &Bindings::new(), 1e-5);
+                    .any(|k| matches!(k.op, Op::LinearScan(_)));
+                let stepped = plan.steps.iter().any(|s| matches!(s, Step::Scan(_)));
+                assert!(lowered != stepped, "{}", plan.describe());
+                if target == CostTarget::Gpu || ds == 256 {
+                    assert_eq!(lowered, target == CostTarget::Gpu, "{}", plan.describe());
+                }
+                for &seq in seqs {
+                    let ins = inputs(mamba_inputs(&mut rng, seq, di, ds));
+                    check_run(&mut exe, &g, &ins, &Bindings::new(), 1e-5);
+                }
             }
         }
     }

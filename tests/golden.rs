@@ -82,3 +82,46 @@ fn compiled_models_match_transformers() {
         eprintln!("{name}: prefill, decode and 32 greedy tokens match");
     }
 }
+
+/// The Mamba goldens with extraction for the GPU, which lowers every
+/// selective scan to `linear_scan` (run here by the CPU executor; for the
+/// CPU the cost model keeps these step loops): prefill and token-by-token
+/// decode logits.
+#[test]
+fn mamba_goldens_through_linear_scans() {
+    let mut seen = 0;
+    for dir in golden_dirs() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("mamba") {
+            continue;
+        }
+        seen += 1;
+        let golden = Weights::open(dir.join("golden.safetensors")).unwrap();
+        let tokens = ids(&golden, "tokens");
+        let want = golden.get("logits").unwrap().to_f64_vec();
+        let model = kiln::model::load_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut opts = kiln::CompileOptions::default();
+        opts.passes.target = kiln::passes::CostTarget::Gpu;
+        let exe = kiln::jit(&model.graph, &model.weights, &opts)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            exe.plan()
+                .kernels
+                .iter()
+                .any(|k| matches!(k.op, kiln_ir::Op::LinearScan(_))),
+            "{name}: no linear_scan kernel"
+        );
+        let mut lm = CompiledLm::new(exe, 64).unwrap();
+        let prefill = lm.forward_all(&tokens).unwrap().to_f64_vec();
+        let e = rel_l2(&prefill, &want);
+        assert!(e < TOLERANCE, "{name}: prefill logits relative L2 {e:.3e}");
+        lm.reset().unwrap();
+        let mut decode = Vec::new();
+        for &t in &tokens {
+            decode.extend(lm.forward_all(&[t]).unwrap().to_f64_vec());
+        }
+        let e = rel_l2(&decode, &want);
+        assert!(e < TOLERANCE, "{name}: decode logits relative L2 {e:.3e}");
+    }
+    assert!(seen >= 2, "expected the Mamba golden folders");
+}

@@ -89,17 +89,19 @@ impl CostModel {
             | Op::Concat { .. }
             | Op::Pad { .. }
             | Op::Gather { .. } => (bytes_out * 2.0, 0.0, 1.0),
-            // Every step runs the body, each of its ops priced as on its own:
-            // a long scan pays its per-step memory traffic and launch overheads
-            // `steps` times, which lifting a linear recurrence out of the loop
-            // (`linear_scan`) amortizes.
+            // Every step runs the body as the kernels `fuse` makes of it: a
+            // long scan pays the per-step launches `steps` times, which is
+            // what lifting a linear recurrence out of the loop (`linear_scan`)
+            // saves where launches are dear (the GPU); where they are cheap
+            // (the CPU) the step loop's small, cache-resident state usually
+            // wins over whole-sequence intermediates.
             Op::Scan(s) => {
                 let steps = inputs
                     .get(s.num_carry)
                     .and_then(|t| t.shape.get(s.axis))
                     .map(dim)
                     .unwrap_or(1.0);
-                let body = self.graph_cost(&s.body);
+                let body = self.fused_body_cost(&s.body);
                 return (bytes_in + bytes_out) / self.bandwidth + steps * body + self.overhead;
             }
             // Reads `a`, `b` and `h0` once, writes every state and the final
@@ -148,17 +150,37 @@ impl CostModel {
 }
 
 impl CostModel {
-    /// The price of running every node of `g` once, each as on its own.
-    pub fn graph_cost(&self, g: &kiln_ir::Graph) -> f64 {
-        g.node_ids()
-            .map(|n| {
-                let operands: Vec<TensorType> =
-                    g.operands(n).iter().map(|v| g.ty(*v).clone()).collect();
-                let refs: Vec<&TensorType> = operands.iter().collect();
-                let node = g.node(n);
-                self.op_cost(&node.op, &refs, &node.outputs)
-            })
-            .sum()
+    /// The price of one run of a (scan) body as `fuse` will run it: its
+    /// element-wise, data-movement and reduction ops as one kernel that
+    /// reads the body's inputs and writes its outputs once; any other op
+    /// (a matmul, a nested scan) priced on its own.
+    pub fn fused_body_cost(&self, g: &kiln_ir::Graph) -> f64 {
+        let io: f64 = g
+            .input_types()
+            .iter()
+            .chain(&g.output_types())
+            .map(bytes)
+            .sum();
+        let (mut flops, mut others) = (0.0, 0.0);
+        for n in g.node_ids() {
+            let node = g.node(n);
+            let out: f64 = node.outputs.iter().map(elems).sum();
+            let operands: Vec<TensorType> =
+                g.operands(n).iter().map(|v| g.ty(*v).clone()).collect();
+            match &node.op {
+                Op::Input { .. } | Op::Param { .. } | Op::Const(_) => {}
+                Op::Unary(u) => flops += out * unary_flops(*u),
+                Op::Binary(b) => flops += out * binary_flops(*b),
+                Op::Compare(_) | Op::Select | Op::Cast(_) | Op::Iota { .. } => flops += out,
+                Op::Reduce { .. } => flops += operands.iter().map(elems).sum::<f64>(),
+                op if op.is_data_movement() => {}
+                op => {
+                    let refs: Vec<&TensorType> = operands.iter().collect();
+                    others += self.op_cost(op, &refs, &node.outputs);
+                }
+            }
+        }
+        io / self.bandwidth + flops / self.flops + self.overhead + others
     }
 }
 

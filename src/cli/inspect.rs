@@ -97,6 +97,10 @@ pub fn run(args: Args, mut opts: PassOptions) -> anyhow::Result<()> {
     };
     let graph_in = load(&args.model, args.seed)?;
     let format = args.format.unwrap_or(Format::Text);
+    if matches!(format, Format::Ptx) {
+        // PTX runs on a GPU: extract what the GPU runs best.
+        opts.target = kiln_passes::CostTarget::Gpu;
+    }
     let needs_all = matches!(format, Format::Plan | Format::Mlir | Format::Ptx);
     let after = args.after.clone().unwrap_or_else(|| {
         if args.explain || args.timings {

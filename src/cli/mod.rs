@@ -36,6 +36,11 @@ struct Cli {
     /// size S, group size G; omitted parts take these defaults; DESIGN.md §4).
     #[arg(long, global = true, value_name = "CACHE", default_value = "f32", value_parser = parse_kv_cache)]
     kv_cache: KvCacheMode,
+    /// The machine the optimizer's cost model prices rewrites for: `cpu`, or
+    /// `gpu` (launches dear: long scans become `linear_scan`). Compiled
+    /// models run on the CPU either way; `inspect --format ptx` uses `gpu`.
+    #[arg(long, global = true, value_name = "TARGET", default_value = "cpu", value_parser = parse_target)]
+    target: CostTargetArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +71,17 @@ fn parse_attention(s: &str) -> Result<AttentionMode, String> {
     kiln_passes::lossy::PrFlashConfig::parse(s).map(|c| AttentionMode(Some(c)))
 }
 
+#[derive(Clone, Copy, Debug)]
+struct CostTargetArg(kiln_passes::CostTarget);
+
+fn parse_target(s: &str) -> Result<CostTargetArg, String> {
+    match s {
+        "cpu" => Ok(CostTargetArg(kiln_passes::CostTarget::Cpu)),
+        "gpu" => Ok(CostTargetArg(kiln_passes::CostTarget::Gpu)),
+        _ => Err(format!("unknown target `{s}` (cpu or gpu)")),
+    }
+}
+
 #[derive(Clone, Debug)]
 struct KvCacheMode(Option<kiln_ir::saq::SaqSpec>);
 
@@ -91,6 +107,7 @@ pub fn main() -> anyhow::Result<()> {
     }
     passes.prflash = cli.attention.0.clone();
     passes.kv_cache = cli.kv_cache.0.clone();
+    passes.target = cli.target.0;
     match cli.command {
         Command::Models => {
             println!(

@@ -7,6 +7,9 @@
 //!
 //! - a producer all of whose users are already in the kernel is *owned* by it
 //!   (computed once, there);
+//! - a producer whose cone holds a transcendental (and no reduction) and
+//!   that a member broadcasts stays outside: in the kernel it would be
+//!   recomputed for every broadcast copy;
 //! - otherwise a *cheap* producer (an element-wise / data-movement chain from
 //!   at most one large buffer, no reduction, at most [`DUP_LIMIT`] ops) is
 //!   *cloned* into the kernel: recomputing it is cheaper than a round trip
@@ -105,6 +108,9 @@ struct Partitioner<'a> {
     p: Partition,
     role: HashMap<NodeId, Role>,
     dup: HashSet<NodeId>,
+    /// Fusible nodes whose fusible cone holds a transcendental (or `pow`)
+    /// and no reduction.
+    computes: HashMap<NodeId, bool>,
     outputs: HashSet<NodeId>,
     users: HashMap<NodeId, Vec<NodeId>>,
     member_of: HashMap<NodeId, Vec<usize>>,
@@ -123,6 +129,7 @@ pub(super) fn partition(g: &Graph) -> Partition {
         users.insert(n, us);
     }
     let dup = duplicable(g, &order, &role);
+    let computes = computing(g, &order, &role);
     let outputs = g.outputs().iter().map(|o| o.value.node).collect();
     let mut pt = Partitioner {
         g,
@@ -137,6 +144,7 @@ pub(super) fn partition(g: &Graph) -> Partition {
         },
         role,
         dup,
+        computes,
         outputs,
         users,
         member_of: HashMap::new(),
@@ -166,6 +174,42 @@ pub(super) fn partition(g: &Graph) -> Partition {
         }
     }
     pt.p
+}
+
+/// Transcendental functions and `pow`: worth computing once rather than per
+/// broadcast copy (a multiply is not worth a kernel launch).
+fn costly(op: &Op) -> bool {
+    use kiln_ir::{BinaryOp, UnaryOp};
+    match op {
+        Op::Unary(u) => !matches!(
+            u,
+            UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Not | UnaryOp::Floor
+        ),
+        Op::Binary(b) => *b == BinaryOp::Pow,
+        _ => false,
+    }
+}
+
+/// Per node: whether its fusible cone holds a costly op (a transcendental)
+/// and no reduction (see `Partitioner::computes`).
+fn computing(g: &Graph, order: &[NodeId], role: &HashMap<NodeId, Role>) -> HashMap<NodeId, bool> {
+    // Per node: (reduces, computes) over its fusible cone.
+    let mut cone: HashMap<NodeId, (bool, bool)> = HashMap::new();
+    for &n in order {
+        let c = match role[&n] {
+            Role::Buffer | Role::ScalarConst => (false, false),
+            Role::Reduce => (true, true),
+            Role::Fusible => g.operands(n).iter().fold(
+                (false, costly(&g.node(n).op)),
+                |(r, a), v| {
+                    let (r2, a2) = cone[&v.node];
+                    (r || r2, a || a2)
+                },
+            ),
+        };
+        cone.insert(n, c);
+    }
+    cone.into_iter().map(|(n, (r, a))| (n, a && !r)).collect()
 }
 
 /// Cheap producers: no reduction in their fusible cone, at most `DUP_LIMIT`
@@ -258,6 +302,14 @@ impl Partitioner<'_> {
                 }
                 continue;
             }
+            // Transcendental work that a member broadcasts would be
+            // recomputed for every broadcast copy (`softplus(dt)·x` per state
+            // column of Mamba's `[seq, d, N]` input, `exp(A_log)` per step):
+            // it is computed once, in a kernel of its own. Values downstream
+            // of a reduction are exempt: a row kernel computes them once per row.
+            if self.computes[&p] && self.broadcasts(gid, p) {
+                continue;
+            }
             let group = &self.p.groups[gid];
             let all_in = self.users[&p].iter().all(|u| group.members.contains(u));
             let is_output = self.outputs.contains(&p);
@@ -268,6 +320,17 @@ impl Partitioner<'_> {
                 self.push_producers(&mut heap, p);
             }
         }
+    }
+
+    /// True when a user of `p` in kernel `gid` has more elements than `p`
+    /// (it broadcasts `p`).
+    fn broadcasts(&self, gid: usize, p: NodeId) -> bool {
+        let group = &self.p.groups[gid];
+        let own = crate::cost::elems(&self.g.node(p).outputs[0]);
+        self.users[&p].iter().any(|u| {
+            group.members.contains(u)
+                && self.g.node(*u).outputs.iter().any(|t| crate::cost::elems(t) > own)
+        })
     }
 
     /// True when every user of `p` outside kernel `gid` is in a kernel

@@ -125,6 +125,11 @@ pub(crate) fn lift_scan(eg: &KEGraph, s: &ScanOp, operands: &[Id]) -> Result<Vec
         if lf.dep(out.node) & !(1u64 << c) != 0 {
             return Err(format!("carry {c} depends on another carry"));
         }
+        // `h' = f(x)` keeps only the last step: no recurrence to lift (and
+        // `0·h0` would turn an infinite `h0` into NaN).
+        if lf.dep(out.node) == 0 {
+            return Err(format!("carry {c} does not depend on itself"));
+        }
         let aff = lf.affine(out, c, &state)?;
         let a = lf.coef_operand(aff.a, &state)?;
         let b = lf.coef_operand(
