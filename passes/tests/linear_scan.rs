@@ -7,7 +7,8 @@
 //! left alone; the default pipeline picks the lifted form where the cost
 //! model says so (the GPU; small states on the CPU); the built-in
 //! `mamba-tiny` optimizes to `linear_scan` for the GPU and computes what it
-//! did, and keeps its step loop on the CPU.
+//! did, and keeps its step loop on the CPU; so does `lion-tiny`'s Mamba and
+//! RetNet operators for the GPU.
 
 mod common;
 mod linear_scan_support;
@@ -199,5 +200,41 @@ fn mamba_tiny_optimizes_to_linear_scans() {
         for (name, w) in &want {
             compare(&got[name], w, false).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+}
+
+/// The built-in `lion-tiny` (Mamba and RetNet operators over voxel groups)
+/// lowers all its scans for the GPU and computes what it did.
+#[test]
+fn lion_tiny_lowers_for_the_gpu() {
+    let m = kiln_models::builtin("lion-tiny").expect("a built-in");
+    let g = (m.build)().unwrap();
+    let scans = count(&g, "scan");
+    assert!(scans > 0);
+    let after = optimize(g.clone(), &target(CostTarget::Gpu)).unwrap();
+    check_kernel_level(&after).unwrap();
+    assert_eq!(count(&after, "scan"), 0, "{after}");
+    assert_eq!(count(&after, "linear_scan"), scans);
+    let weights: BTreeMap<String, Tensor> = (m.weights)(5);
+    let mut r = rng(6);
+    let n = 11;
+    let mut inputs = BTreeMap::new();
+    for (name, ty) in g.input_names().zip(g.input_types()) {
+        let b = [("n".to_string(), n as i64)].into_iter().collect();
+        let t = if ty.dtype == DType::I32 {
+            let shape = ty.eval_shape(&b).unwrap();
+            let v: Vec<i32> = (0..shape.iter().product::<usize>())
+                .map(|_| r.random_range(0..16))
+                .collect();
+            Tensor::i32(shape, v).unwrap()
+        } else {
+            random_tensor(&ty, &b, &mut r)
+        };
+        inputs.insert(name.to_string(), t);
+    }
+    let want = run(&g, &inputs, &weights).unwrap();
+    let got = run(&after, &inputs, &weights).unwrap();
+    for (name, w) in &want {
+        compare(&got[name], w, false).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
