@@ -379,7 +379,14 @@ fn explain_shows_the_rules_behind_each_kernel() {
         "{out}"
     );
     assert!(out.contains("fuse: row kernel of "), "{out}");
-    let o = kiln(&["inspect", "--model", "mamba-tiny", "--explain", "--target", "gpu"]);
+    let o = kiln(&[
+        "inspect",
+        "--model",
+        "mamba-tiny",
+        "--explain",
+        "--target",
+        "gpu",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(

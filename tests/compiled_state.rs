@@ -7,9 +7,9 @@
 //! a recurrent state kept between steps, and the typed errors of explicit
 //! sizes and state.
 
+use kiln::passes::CostTarget;
 use kiln::runtime::plan::{Step, Storage};
 use kiln::runtime::RuntimeError;
-use kiln::passes::CostTarget;
 use kiln::{jit, CompileOptions, Executable, KilnError};
 use kiln_ir::interp::{eval_with, EvalOptions};
 use kiln_ir::op::ScanOp;

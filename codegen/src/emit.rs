@@ -87,27 +87,15 @@ pub fn emit_module(
             Op::PrFlash(a) => {
                 emit_attention(&k.name, Mode::PrFlash(a), &k.operand_types, symbols, et)?
             }
-            Op::LinearScan(l) => crate::linear_scan::emit_linear_scan(
-                &k.name,
-                l,
-                &k.operand_types,
-                symbols,
-                et,
-            )?,
-            Op::SaqAppend(a) => crate::saq_append::emit_saq_append(
-                &k.name,
-                a,
-                &k.operand_types,
-                symbols,
-                et,
-            )?,
-            Op::SaqAttention(a) => crate::saq_attention::emit_saq_attention(
-                &k.name,
-                a,
-                &k.operand_types,
-                symbols,
-                et,
-            )?,
+            Op::LinearScan(l) => {
+                crate::linear_scan::emit_linear_scan(&k.name, l, &k.operand_types, symbols, et)?
+            }
+            Op::SaqAppend(a) => {
+                crate::saq_append::emit_saq_append(&k.name, a, &k.operand_types, symbols, et)?
+            }
+            Op::SaqAttention(a) => {
+                crate::saq_attention::emit_saq_attention(&k.name, a, &k.operand_types, symbols, et)?
+            }
             other => {
                 return Err(CodegenError::Unsupported {
                     kernel: k.name.clone(),

@@ -146,7 +146,10 @@ fn attention_layer_kernels() {
         })
         .collect();
     assert_eq!(flash.len(), 1, "{after}");
-    assert!(flash[0].causal && flash[0].offset == kiln_ir::Dim::from(0), "{after}");
+    assert!(
+        flash[0].causal && flash[0].offset == kiln_ir::Dim::from(0),
+        "{after}"
+    );
     // SwiGLU's silu and product share a loop kernel.
     assert!(
         ks.iter()

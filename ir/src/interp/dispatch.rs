@@ -7,9 +7,7 @@
 use super::error::{dim_err, InterpError};
 use super::index::numel;
 use super::value::{describe, storage_is, storage_name_for, Out};
-use super::{
-    attention, elementwise, matmul, reduce, saq, scan, shape_ops, EvalOptions, Precision,
-};
+use super::{attention, elementwise, matmul, reduce, saq, scan, shape_ops, EvalOptions, Precision};
 use crate::dim::{Bindings, Dim};
 use crate::infer::infer;
 use crate::op::Op;
@@ -173,11 +171,7 @@ fn apply_simple(
         Op::PrFlash(at) => attention::prflash_attention(at, size(&at.offset)?, args, &out, p)?,
         Op::SaqAppend(s) => saq::append(s, size(&s.start)?, args)?,
         Op::SaqAttention(s) => saq::attention(s, size(&s.offset)?, args, &out, p)?,
-        Op::Input { .. }
-        | Op::Param { .. }
-        | Op::Scan(_)
-        | Op::Fused(_)
-        | Op::LinearScan(_) => {
+        Op::Input { .. } | Op::Param { .. } | Op::Scan(_) | Op::Fused(_) | Op::LinearScan(_) => {
             return Err(InterpError::operands("not a simple op"))
         }
     };

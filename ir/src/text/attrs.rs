@@ -5,9 +5,9 @@
 
 use super::print::format_float;
 use crate::attention::{AttentionOp, PrFlashOp};
-use crate::saq::{SaqAppendOp, SaqAttentionOp, SaqSpec};
 use crate::graph::Graph;
 use crate::op::{BinaryOp, CmpOp, F64Bits, FusedOp, FusionKind, Op, ReduceOp, ScanOp, UnaryOp};
+use crate::saq::{SaqAppendOp, SaqAttentionOp, SaqSpec};
 use crate::types::{DType, Shape, TensorType};
 use crate::Dim;
 use std::fmt;
@@ -119,9 +119,7 @@ pub(crate) fn classify(name: &str) -> Option<OpName> {
         "scan" | "fused" => OpName::WithBody,
         "iota" | "select" | "cast" | "reshape" | "permute" | "broadcast" | "slice" | "concat"
         | "pad" | "gather" | "matmul" | "update_slice" | "flash_attention"
-        | "prflash_attention" | "saq_append" | "saq_attention" | "linear_scan" => {
-            OpName::Plain
-        }
+        | "prflash_attention" | "saq_append" | "saq_attention" | "linear_scan" => OpName::Plain,
         _ if UnaryOp::from_name(name).is_some()
             || BinaryOp::from_name(name).is_some()
             || CmpOp::from_name(name).is_some()
@@ -259,10 +257,7 @@ pub(crate) fn op_attrs(op: &Op) -> Vec<(&'static str, AttrValue)> {
             v.push(("offset", V::Dim(a.offset.clone())));
             v
         }
-        Op::LinearScan(l) => vec![
-            ("reverse", V::Bool(l.reverse)),
-            ("chunk", V::Int(l.chunk)),
-        ],
+        Op::LinearScan(l) => vec![("reverse", V::Bool(l.reverse)), ("chunk", V::Int(l.chunk))],
         _ => vec![],
     }
 }
