@@ -199,13 +199,14 @@ fn computing(g: &Graph, order: &[NodeId], role: &HashMap<NodeId, Role>) -> HashM
         let c = match role[&n] {
             Role::Buffer | Role::ScalarConst => (false, false),
             Role::Reduce => (true, true),
-            Role::Fusible => g.operands(n).iter().fold(
-                (false, costly(&g.node(n).op)),
-                |(r, a), v| {
-                    let (r2, a2) = cone[&v.node];
-                    (r || r2, a || a2)
-                },
-            ),
+            Role::Fusible => {
+                g.operands(n)
+                    .iter()
+                    .fold((false, costly(&g.node(n).op)), |(r, a), v| {
+                        let (r2, a2) = cone[&v.node];
+                        (r || r2, a || a2)
+                    })
+            }
         };
         cone.insert(n, c);
     }
@@ -329,7 +330,12 @@ impl Partitioner<'_> {
         let own = crate::cost::elems(&self.g.node(p).outputs[0]);
         self.users[&p].iter().any(|u| {
             group.members.contains(u)
-                && self.g.node(*u).outputs.iter().any(|t| crate::cost::elems(t) > own)
+                && self
+                    .g
+                    .node(*u)
+                    .outputs
+                    .iter()
+                    .any(|t| crate::cost::elems(t) > own)
         })
     }
 
