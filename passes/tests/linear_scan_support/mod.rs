@@ -65,7 +65,7 @@ pub fn retnet_like(r: &mut StdRng) -> Graph {
     let k = b.input("k", DType::F32, shape!["seq", d]);
     let v = b.input("v", DType::F32, shape!["seq", d]);
     let keep = b.input("keep", DType::F32, shape!["seq"]).sigmoid();
-    let gammas: Vec<f64> = (0..heads).map(|h| 1.0 - 2f64.powi(-5 - h as i32)).collect();
+    let gammas = kiln_models::lion::retnet_gammas(heads);
     let gamma = b.constant(Literal::floats(DType::F32, vec![heads, 1, 1], &gammas));
     let (s, ys) = b.scan(
         &[&s0],
