@@ -10,12 +10,14 @@
 //! | [`planner`] | kernel-level graph → plan: in-place `update_slice`, scan bodies as sub-plans, liveness-based buffer reuse |
 //! | [`cpu`] | the CPU executor: grid blocks on a thread pool, explicit sizes, state kept between calls |
 //! | [`memory`] | aligned host buffers |
+//! | [`executor`] | the [`Executor`] trait every executor implements |
 //! | [`error`] | runtime errors |
 //! | [`sampler`] | greedy / temperature / top-k / top-p sampling, seeded |
 //! | [`generate`] | the generation loop over any [`generate::LanguageModel`], streaming |
 
 pub mod cpu;
 pub mod error;
+pub mod executor;
 pub mod generate;
 pub mod memory;
 pub mod plan;
@@ -24,5 +26,6 @@ pub mod sampler;
 
 pub use cpu::{CpuExecutor, CpuKernelFn, ExecOptions, KernelTable};
 pub use error::RuntimeError;
+pub use executor::Executor;
 pub use plan::Plan;
 pub use planner::{plan, PlanError};
