@@ -6,6 +6,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`artifact`] | ahead-of-time artifacts: manifest (versions, target, sha256 of every file), verified loading onto the CPU |
 //! | [`plan`] | the execution plan: buffers, kernels, steps (launches, copies, scans; plain data) |
 //! | [`planner`] | kernel-level graph → plan: in-place `update_slice`, scan bodies as sub-plans, liveness-based buffer reuse |
 //! | [`cpu`] | the CPU executor: grid blocks on a thread pool, explicit sizes, state kept between calls |
@@ -15,6 +16,7 @@
 //! | [`sampler`] | greedy / temperature / top-k / top-p sampling, seeded |
 //! | [`generate`] | the generation loop over any [`generate::LanguageModel`], streaming |
 
+pub mod artifact;
 pub mod cpu;
 pub mod error;
 pub mod executor;
