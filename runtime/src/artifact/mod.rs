@@ -23,10 +23,11 @@ mod manifest;
 pub use info::{Codec, GenerationInfo, SamplingDefaults};
 pub use manifest::{hash_file, FileEntry, Manifest, TargetSpec, FORMAT_VERSION, KILN_VERSION};
 
-pub use dylib::{LibraryError, SharedLibrary};
 use crate::cpu::{CpuExecutor, ExecOptions};
 use crate::error::RuntimeError;
+use crate::executor::Executor;
 use crate::plan::Plan;
+pub use dylib::{LibraryError, SharedLibrary};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -76,17 +77,11 @@ pub enum ArtifactError {
         hint: String,
     },
     #[error("{dir}: {source}")]
-    Library {
-        dir: PathBuf,
-        source: LibraryError,
-    },
+    Library { dir: PathBuf, source: LibraryError },
     #[error("{dir}: weights: {message}")]
     Weights { dir: PathBuf, message: String },
     #[error("{dir}: {source}")]
-    Runtime {
-        dir: PathBuf,
-        source: RuntimeError,
-    },
+    Runtime { dir: PathBuf, source: RuntimeError },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -267,6 +262,17 @@ impl Artifact {
         Ok(())
     }
 
+    /// Loads the artifact onto `device`: the CPU (its kernels must be a
+    /// shared library) or a CUDA GPU (PTX).
+    pub fn load(&self, device: &Device) -> Result<Box<dyn Executor>, ArtifactError> {
+        match device {
+            Device::Cpu { threads } => {
+                Ok(Box::new(self.load_cpu(&ExecOptions { threads: *threads })?))
+            }
+            Device::Cuda { ordinal } => self.load_cuda(*ordinal),
+        }
+    }
+
     /// Loads the kernels and weights for the CPU.
     pub fn load_cpu(&self, opts: &ExecOptions) -> Result<CpuExecutor, ArtifactError> {
         self.check_cpu_host()?;
@@ -282,6 +288,57 @@ impl Artifact {
                 dir: self.dir.clone(),
                 source: e,
             }
+        })
+    }
+}
+
+/// Where to run an artifact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The host CPU with this many threads (0: one per core).
+    Cpu { threads: usize },
+    /// CUDA device `ordinal`.
+    Cuda { ordinal: usize },
+}
+
+impl Device {
+    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    pub fn parse(s: &str) -> Result<Device, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu { threads: 0 }),
+            "cuda" => Ok(Device::Cuda { ordinal: 0 }),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(|ordinal| Device::Cuda { ordinal })
+                .ok_or_else(|| format!("unknown device `{s}` (cpu, cuda or cuda:N)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu { .. } => write!(f, "cpu"),
+            Device::Cuda { ordinal } => write!(f, "cuda:{ordinal}"),
+        }
+    }
+}
+
+impl Artifact {
+    /// Loads the PTX kernels and the weights onto CUDA device `ordinal`.
+    fn load_cuda(&self, ordinal: usize) -> Result<Box<dyn Executor>, ArtifactError> {
+        let TargetSpec::Cuda { .. } = &self.manifest.target else {
+            return Err(ArtifactError::WrongTarget {
+                dir: self.dir.clone(),
+                built: self.manifest.target.to_string(),
+                wanted: format!("cuda:{ordinal}"),
+                hint: "; run it on the CPU, or compile with `--target cuda`".into(),
+            });
+        };
+        Err(ArtifactError::Runtime {
+            dir: self.dir.clone(),
+            source: RuntimeError::BadPlan("this runtime has no CUDA executor yet".into()),
         })
     }
 }
@@ -375,10 +432,34 @@ fn host_lacks(feature: &str) -> bool {
         };
     }
     check!(
-        "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1",
-        "bmi2", "lzcnt", "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl",
-        "avx512vnni", "avx512bf16", "avx512fp16", "avx512vbmi", "avx512ifma", "gfni", "vaes",
-        "vpclmulqdq", "sha", "adx"
+        "sse3",
+        "ssse3",
+        "sse4.1",
+        "sse4.2",
+        "popcnt",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "bmi1",
+        "bmi2",
+        "lzcnt",
+        "movbe",
+        "avx512f",
+        "avx512bw",
+        "avx512cd",
+        "avx512dq",
+        "avx512vl",
+        "avx512vnni",
+        "avx512bf16",
+        "avx512fp16",
+        "avx512vbmi",
+        "avx512ifma",
+        "gfni",
+        "vaes",
+        "vpclmulqdq",
+        "sha",
+        "adx"
     )
 }
 
