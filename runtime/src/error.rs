@@ -64,4 +64,15 @@ pub enum RuntimeError {
     Size(#[from] DimError),
     #[error("cannot build the thread pool: {0}")]
     ThreadPool(String),
+    /// No CUDA driver, no device, or no device of the requested ordinal.
+    #[error("no CUDA device: {0}")]
+    NoCudaDevice(String),
+    /// A CUDA driver call failed: the call, what it was doing (the kernel,
+    /// buffer or state involved) and the driver's error.
+    #[error("CUDA {call} failed ({what}): {message}")]
+    Cuda {
+        call: String,
+        what: String,
+        message: String,
+    },
 }

@@ -10,6 +10,7 @@
 //! | [`plan`] | the execution plan: buffers, kernels, steps (launches, copies, scans; plain data) |
 //! | [`planner`] | kernel-level graph → plan: in-place `update_slice`, scan bodies as sub-plans, liveness-based buffer reuse |
 //! | [`cpu`] | the CPU executor: grid blocks on a thread pool, explicit sizes, state kept between calls |
+//! | `cuda` | the CUDA executor (feature `cuda`, default): PTX kernels through the driver API (cudarc), weights and state on the device |
 //! | [`memory`] | aligned host buffers |
 //! | [`executor`] | the [`Executor`] trait every executor implements |
 //! | [`error`] | runtime errors |
@@ -18,6 +19,8 @@
 
 pub mod artifact;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod executor;
 pub mod generate;

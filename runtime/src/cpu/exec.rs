@@ -50,14 +50,7 @@ impl Machine {
 
     /// Blocks of a grid under the current sizes.
     pub fn grid_blocks(&self, grid: &[(SymDim, usize)]) -> Result<usize, RuntimeError> {
-        let mut n: usize = 1;
-        for (extent, tile) in grid {
-            let e = extent.eval_usize(&self.sizes)?;
-            n = n
-                .checked_mul(e.div_ceil(*tile))
-                .ok_or_else(|| kiln_ir::dim::DimError::Overflow(extent.dim().to_string()))?;
-        }
-        Ok(n)
+        super::call::grid_blocks(grid, &self.sizes)
     }
 }
 

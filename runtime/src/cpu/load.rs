@@ -93,7 +93,7 @@ pub(crate) fn run_load_steps(
 }
 
 /// Drops weights nothing reads once the load steps have run.
-pub(crate) fn drop_unused(plan: &Plan, resident: &mut HashMap<BufferId, AlignedBuf>) {
+pub(crate) fn drop_unused<T>(plan: &Plan, resident: &mut HashMap<BufferId, T>) {
     let mut used: HashSet<BufferId> = plan.outputs.iter().map(|o| plan.root(o.buffer)).collect();
     fn walk(plan: &Plan, steps: &[Step], used: &mut HashSet<BufferId>) {
         for s in steps {

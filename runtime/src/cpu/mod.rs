@@ -14,11 +14,12 @@
 //! recurrent states — can be kept by the executor between calls of
 //! [`CpuExecutor::step`], which updates them in place.
 
-mod dims;
+pub(crate) mod call;
+pub(crate) mod dims;
 mod exec;
 mod ffi;
-mod load;
-mod program;
+pub(crate) mod load;
+pub(crate) mod program;
 mod state;
 
 pub use ffi::{CpuKernelFn, KernelTable};
@@ -27,10 +28,9 @@ use crate::error::RuntimeError;
 use crate::memory::AlignedBuf;
 use crate::plan::{BufferId, Plan, Storage};
 use exec::{Kernels, Machine};
-use kiln_ir::dim::DimError;
 use kiln_ir::interp::ParamSource;
 use kiln_ir::kernel::KernelLaunch;
-use kiln_ir::{Bindings, Tensor, TensorType};
+use kiln_ir::{Bindings, Tensor};
 use program::Program;
 use state::StateBuf;
 use std::collections::{BTreeMap, HashMap};
@@ -68,10 +68,6 @@ pub struct CpuExecutor {
 enum Mode {
     Run,
     Step,
-}
-
-fn check_type(t: &Tensor, expected: &TensorType) -> bool {
-    t.dtype() == expected.dtype && t.rank() == expected.rank()
 }
 
 impl CpuExecutor {
@@ -213,52 +209,13 @@ impl CpuExecutor {
         mode: Mode,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<(), RuntimeError> {
-        for name in inputs.keys() {
-            match self.plan.inputs.iter().position(|i| &i.name == name) {
-                None => {
-                    let known: Vec<String> = self
-                        .plan
-                        .inputs
-                        .iter()
-                        .enumerate()
-                        .filter(|(k, _)| mode == Mode::Run || !self.is_state[*k])
-                        .map(|(_, i)| format!("{}: {}", i.name, i.ty))
-                        .collect();
-                    return Err(RuntimeError::UnknownInput {
-                        name: name.clone(),
-                        known: known.join(", "),
-                    });
-                }
-                Some(i) if mode == Mode::Step && self.is_state[i] => {
-                    return Err(RuntimeError::StateAsInput { name: name.clone() })
-                }
-                Some(_) => {}
-            }
-        }
-        for (i, pi) in self.plan.inputs.iter().enumerate() {
-            if mode == Mode::Step && self.is_state[i] {
-                if self.states[i].is_none() {
-                    return Err(RuntimeError::StateNotInitialized {
-                        name: pi.name.clone(),
-                    });
-                }
-                continue;
-            }
-            let t = inputs
-                .get(&pi.name)
-                .ok_or_else(|| RuntimeError::MissingInput {
-                    name: pi.name.clone(),
-                    expected: pi.ty.to_string(),
-                })?;
-            if !check_type(t, &pi.ty) || t.data.len() != t.shape.iter().product::<usize>() {
-                return Err(RuntimeError::InputType {
-                    name: pi.name.clone(),
-                    got: format!("{}{:?}", t.dtype(), t.shape),
-                    expected: pi.ty.to_string(),
-                });
-            }
-        }
-        Ok(())
+        call::check_inputs(
+            &self.plan,
+            &self.is_state,
+            mode == Mode::Step,
+            |i| self.states[i].is_some(),
+            inputs,
+        )
     }
 
     /// Binds every symbol: given sizes first, then the inputs' (and in step
@@ -285,90 +242,28 @@ impl CpuExecutor {
         vals: &mut [i64],
         known: &mut [bool],
     ) -> Result<(), RuntimeError> {
-        vals.fill(0);
-        known.fill(false);
-        for (k, name) in self.plan.symbols.iter().enumerate() {
-            if let Some(&v) = sizes.get(name) {
-                if v < 0 {
-                    return Err(RuntimeError::NegativeSize {
-                        name: name.clone(),
-                        value: v,
-                    });
-                }
-                vals[k] = v;
-                known[k] = true;
-            }
-        }
-        let items = (0..self.plan.inputs.len()).map(|i| {
-            (
-                self.plan.inputs[i].name.as_str(),
-                self.program.input_dims[i].as_slice(),
-                self.input_shape(mode, i, inputs),
-            )
-        });
-        let wrap = |name: &str, source: DimError| {
-            let state = mode == Mode::Step
-                && self
-                    .plan
-                    .inputs
-                    .iter()
-                    .position(|i| i.name == name)
-                    .is_some_and(|i| self.is_state[i]);
-            let name = name.to_string();
-            if state {
-                RuntimeError::StateShape { name, source }
-            } else {
-                RuntimeError::InputShape { name, source }
-            }
-        };
-        dims::bind_all(items, vals, known, wrap)?;
-        match known.iter().position(|k| !k) {
-            Some(k) => Err(RuntimeError::MissingSize {
-                name: self.plan.symbols[k].clone(),
-            }),
-            None => Ok(()),
-        }
+        call::bind_sizes(
+            &self.plan,
+            &self.program,
+            &self.is_state,
+            mode == Mode::Step,
+            |i| self.input_shape(mode, i, inputs),
+            sizes,
+            vals,
+            known,
+        )
     }
 
     /// Evaluates buffer sizes, grids and range checks under the bound sizes
     /// and grows the arena.
     fn size_everything(&mut self) -> Result<(), RuntimeError> {
         let m = &mut self.machine;
-        for (b, numel) in self.program.numel.iter().enumerate() {
-            let n = numel.eval_usize(&m.sizes)?;
-            let sz = self.plan.buffers[b].ty.dtype.size_bytes();
-            m.bytes[b] = n
-                .checked_mul(sz)
-                .ok_or_else(|| DimError::Overflow(numel.dim().to_string()))?;
-        }
-        for (k, grid) in self.program.grids.iter().enumerate() {
-            m.blocks[k] = m.grid_blocks(grid)?;
-        }
-        for g in &self.program.guards {
-            let (v, l) = (g.value.eval(&m.sizes)?, g.limit.eval(&m.sizes)?);
-            if v > l {
-                let sizes: Vec<String> = self
-                    .plan
-                    .symbols
-                    .iter()
-                    .zip(&m.sizes)
-                    .map(|(s, v)| format!("{s}={v}"))
-                    .collect();
-                return Err(RuntimeError::OutOfRange {
-                    kernel: self.plan.kernels[g.kernel].name.clone(),
-                    what: g.what.clone(),
-                    value: v,
-                    limit: l,
-                    sizes: sizes.join(", "),
-                });
-            }
-        }
-        m.slot_bytes.fill(0);
-        for (b, buf) in self.plan.buffers.iter().enumerate() {
-            if let Storage::Temp { slot } = buf.storage {
-                m.slot_bytes[slot] = m.slot_bytes[slot].max(m.bytes[b]);
-            }
-        }
+        let sizing = call::Sizing {
+            bytes: &mut m.bytes,
+            blocks: &mut m.blocks,
+            slot_bytes: &mut m.slot_bytes,
+        };
+        call::size_call(&self.plan, &self.program, &m.sizes, sizing)?;
         for (slot, &bytes) in m.slot_bytes.iter().enumerate() {
             self.arena[slot].ensure(bytes);
         }
@@ -408,10 +303,7 @@ impl CpuExecutor {
             if mode == Mode::Step && o.alias.is_some() {
                 continue;
             }
-            let shape = dims
-                .iter()
-                .map(|d| d.eval_usize(&self.machine.sizes))
-                .collect::<Result<Vec<_>, _>>()?;
+            let shape = call::eval_shape(dims, &self.machine.sizes)?;
             let bytes = self.buffer_bytes(mode, o.buffer);
             let t = Tensor::from_bytes(self.plan.buffers[o.buffer].ty.dtype, shape, bytes)
                 .map_err(|e| RuntimeError::BadPlan(format!("output `{}`: {e}", o.name)))?;

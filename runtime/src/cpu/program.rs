@@ -29,6 +29,9 @@ pub(crate) struct RtSeq {
 }
 
 pub(crate) struct RtScan {
+    /// The body's name, for messages (the CUDA executor's).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub name: String,
     pub length: SymDim,
     pub reverse: bool,
     pub carries: Vec<ScanCarry>,
@@ -310,6 +313,7 @@ fn compile_steps(
                     .collect();
                 let n_seq = xs.len() + ys.len();
                 RtStep::Scan(Box::new(RtScan {
+                    name: s.name.clone(),
                     length: SymDim::new(&s.length, &plan.symbols)?,
                     reverse: s.reverse,
                     carries: s.carries.clone(),
