@@ -25,6 +25,13 @@ pub enum KilnError {
     Runtime(#[from] kiln_runtime::RuntimeError),
     #[error("loading the model: {0}")]
     Load(#[from] kiln_models::hf::LoadError),
+    #[error("artifact: {0}")]
+    Artifact(#[from] kiln_runtime::artifact::ArtifactError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Model(String),
 }

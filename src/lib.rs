@@ -29,6 +29,7 @@ pub use kiln_models as models;
 pub use kiln_passes as passes;
 pub use kiln_runtime as runtime;
 
+pub mod aot;
 mod jit;
 pub mod lm;
 pub mod model;

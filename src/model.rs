@@ -63,6 +63,16 @@ pub struct LoadedModel {
     pub max_context: Option<usize>,
     /// Sampling defaults from `generation_config.json` (greedy when absent).
     pub sampling: SamplingConfig,
+    /// Where it came from, for an ahead-of-time artifact: the Hugging Face
+    /// `config.json` and `tokenizer.json` as read (none for built-ins).
+    pub source: ModelSource,
+}
+
+/// The files a model was read from, kept so an artifact can carry them.
+#[derive(Clone, Debug, Default)]
+pub struct ModelSource {
+    pub hf_config: Option<Value>,
+    pub tokenizer_json: Option<Vec<u8>>,
 }
 
 /// Loads `spec`: [`DEFAULT_MODEL`], a built-in name (`kiln models`), a
@@ -88,6 +98,7 @@ pub fn load(spec: &str, seed: u64) -> Result<LoadedModel, KilnError> {
             eos_token_ids: Vec::new(),
             max_context: None,
             sampling: SamplingConfig::greedy(),
+            source: ModelSource::default(),
         });
     }
     let path = Path::new(spec);
@@ -112,7 +123,19 @@ pub fn load_dir(dir: &Path) -> Result<LoadedModel, KilnError> {
     let generation = std::fs::read(dir.join("generation_config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let tokenizer_json = match &m.tokenizer {
+        Some(t) => Some(
+            std::fs::read(t.path())
+                .map_err(|e| KilnError::Model(format!("reading {}: {e}", t.path().display())))?,
+        ),
+        None => None,
+    };
+    let source = ModelSource {
+        hf_config: Some(m.config.clone()),
+        tokenizer_json,
+    };
     Ok(LoadedModel {
+        source,
         name: dir.display().to_string(),
         max_context: max_context(m.architecture, &m.config),
         sampling: sampling_defaults(generation.as_ref()),
@@ -141,6 +164,10 @@ pub fn load_default() -> Result<LoadedModel, KilnError> {
     weights.check_against(&graph.params())?;
     let id = |k: &str| generation.get(k).and_then(Value::as_u64).map(|v| v as u32);
     Ok(LoadedModel {
+        source: ModelSource {
+            hf_config: Some(config.clone()),
+            tokenizer_json: Some(embedded::TOKENIZER.to_vec()),
+        },
         name: DEFAULT_MODEL.into(),
         max_context: max_context(Architecture::Llama, &config),
         sampling: sampling_defaults(Some(&generation)),

@@ -305,3 +305,97 @@ fn extract_ptx(module: &Module) -> Result<String, CodegenError> {
         "no gpu.binary in the lowered module".into(),
     ))
 }
+
+/// Host object code for an ahead-of-time artifact, and what it was built for.
+pub struct HostObject {
+    /// A relocatable ELF object (position-independent), ready to link into
+    /// a shared library.
+    pub object: Vec<u8>,
+    pub triple: String,
+    pub cpu: String,
+    pub features: String,
+}
+
+/// Lowers CPU MLIR through [`CPU_STAGES`], translates it to LLVM IR and
+/// compiles it, position-independent, at `-O3`, for `cpu` (an LLVM CPU
+/// name such as `x86-64-v3`, with that CPU's features) or, when `None`,
+/// for this machine's CPU and features, as the JIT does.
+pub fn object_cpu(mlir: &str, cpu: Option<&str>) -> Result<HostObject, CodegenError> {
+    use inkwell::targets::{
+        CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget, TargetMachine,
+    };
+    let s = Session::new();
+    let mut dump = Dumper::from_env();
+    dump.write("input", mlir)?;
+    let mut module = s.parse(mlir)?;
+    s.run_stages(&mut module, CPU_STAGES, &mut dump)?;
+    let aot = |m: String| CodegenError::Aot(m);
+    LlvmTarget::initialize_native(&InitializationConfig::default()).map_err(aot)?;
+    let triple = TargetMachine::get_default_triple();
+    let (cpu, features) = match cpu {
+        None => (
+            TargetMachine::get_host_cpu_name().to_string(),
+            TargetMachine::get_host_cpu_features().to_string(),
+        ),
+        Some(name) => (name.to_string(), String::new()),
+    };
+    let target = LlvmTarget::from_triple(&triple).map_err(|e| aot(e.to_string()))?;
+    let machine = target
+        .create_target_machine(
+            &triple,
+            &cpu,
+            &features,
+            inkwell::OptimizationLevel::Aggressive,
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| aot(format!("no target machine for {triple}")))?;
+    let context = inkwell::context::Context::create();
+    // SAFETY: `module` is a verified LLVM-dialect module; translation
+    // creates a new LLVM module in `context` (the two crates' context and
+    // module handles are the same C types, only declared twice) and hands
+    // its ownership to us. Null means the translation failed.
+    let raw = unsafe {
+        mlir_sys::mlirTranslateModuleToLLVMIR(
+            module.as_operation().to_raw(),
+            context.raw() as mlir_sys::LLVMContextRef,
+        )
+    };
+    if raw.is_null() {
+        return Err(aot(format!(
+            "translation to LLVM IR failed: {}",
+            s.take_diags()
+        )));
+    }
+    // SAFETY: `raw` is a non-null module we own, living in `context`, which
+    // outlives `llvm` (declared after it, dropped before it).
+    let llvm =
+        unsafe { inkwell::module::Module::new(raw as inkwell::llvm_sys::prelude::LLVMModuleRef) };
+    llvm.set_triple(&triple);
+    llvm.set_data_layout(&machine.get_target_data().get_data_layout());
+    llvm.run_passes(
+        "default<O3>",
+        &machine,
+        inkwell::passes::PassBuilderOptions::create(),
+    )
+    .map_err(|e| aot(format!("LLVM -O3: {e}")))?;
+    let buffer = machine
+        .write_to_memory_buffer(&llvm, FileType::Object)
+        .map_err(|e| aot(format!("writing the object: {e}")))?;
+    let object = buffer.as_slice().to_vec();
+    drop(llvm);
+    Ok(HostObject {
+        object,
+        triple: triple.as_str().to_string_lossy().into_owned(),
+        cpu,
+        features,
+    })
+}
+
+/// The version of the LLVM linked in (`22.1.0`).
+pub fn llvm_version() -> String {
+    let (mut major, mut minor, mut patch) = (0u32, 0u32, 0u32);
+    // SAFETY: writes three integers through valid pointers.
+    unsafe { inkwell::llvm_sys::core::LLVMGetVersion(&mut major, &mut minor, &mut patch) };
+    format!("{major}.{minor}.{patch}")
+}

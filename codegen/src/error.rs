@@ -54,6 +54,14 @@ pub enum CodegenError {
     #[error("PTX: {0}")]
     Ptx(String),
     /// Writing a dump file failed.
+    #[error("ahead-of-time compilation: {0}")]
+    Aot(String),
+    #[error("linking {out} with `{linker}`: {message}")]
+    Link {
+        linker: String,
+        out: String,
+        message: String,
+    },
     #[error("dump to `{path}`: {message}")]
     Dump { path: String, message: String },
 }

@@ -49,6 +49,7 @@ mod update;
 
 #[doc(hidden)]
 pub use attention::keep_probability_probe;
+pub use driver::{llvm_version, HostObject};
 pub use error::CodegenError;
 pub use target::{GpuArch, Target};
 
@@ -163,6 +164,63 @@ pub fn compile_cpu_with(
         launches: e.launches,
         mlir: e.mlir,
     })
+}
+
+/// Host object code of a set of kernels for an ahead-of-time artifact.
+pub struct CpuObject {
+    pub object: driver::HostObject,
+    pub launches: Vec<KernelLaunch>,
+}
+
+/// Compiles `kernels` into a relocatable object for `cpu` (an LLVM CPU
+/// name such as `x86-64-v3`) or, when `None`, for this machine's CPU — the
+/// code [`compile_cpu`] JIT-compiles — to be linked into a shared library
+/// with [`link_shared_library`].
+pub fn compile_cpu_object(
+    kernels: &[KernelSpec],
+    symbols: &[String],
+    cpu: Option<&str>,
+) -> Result<CpuObject, CodegenError> {
+    let e = emit::emit_module(kernels, symbols, Target::Cpu, false)?;
+    Ok(CpuObject {
+        object: driver::object_cpu(&e.mlir, cpu)?,
+        launches: e.launches,
+    })
+}
+
+/// Links `object` into the shared library `out` with the system C compiler
+/// driver (`$CC`, else `cc`), against libm (the kernels' transcendental
+/// functions).
+pub fn link_shared_library(object: &[u8], out: &std::path::Path) -> Result<(), CodegenError> {
+    let linker = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let err = |message: String| CodegenError::Link {
+        linker: linker.clone(),
+        out: out.display().to_string(),
+        message,
+    };
+    let obj = out.with_extension("o");
+    std::fs::write(&obj, object).map_err(|e| err(format!("writing {}: {e}", obj.display())))?;
+    let result = std::process::Command::new(&linker)
+        .arg("-shared")
+        .arg("-o")
+        .arg(out)
+        .arg(&obj)
+        .arg("-lm")
+        .output();
+    let _ = std::fs::remove_file(&obj);
+    let output = result.map_err(|e| {
+        err(format!(
+            "cannot run it: {e} (install a C toolchain, e.g. `build-essential`, or set CC)"
+        ))
+    })?;
+    if !output.status.success() {
+        return Err(err(format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// Compiles `kernels` to PTX for `arch`.

@@ -20,6 +20,23 @@ impl GpuArch {
         }
     }
 
+    /// The architecture named `sm_80` or `sm_90`.
+    pub fn parse(name: &str) -> Option<GpuArch> {
+        match name {
+            "sm_80" => Some(GpuArch::Sm80),
+            "sm_90" => Some(GpuArch::Sm90),
+            _ => None,
+        }
+    }
+
+    /// The compute capability `(major, minor)`.
+    pub fn compute_capability(self) -> (u32, u32) {
+        match self {
+            GpuArch::Sm80 => (8, 0),
+            GpuArch::Sm90 => (9, 0),
+        }
+    }
+
     /// The PTX ISA feature the NVVM target is given (`+ptx80`).
     pub fn ptx_features(self) -> &'static str {
         match self {

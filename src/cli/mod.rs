@@ -1,5 +1,6 @@
 //! Subcommands of `kiln`, one file each.
 
+mod compile;
 mod generate;
 mod inspect;
 mod logits;
@@ -36,9 +37,11 @@ struct Cli {
     /// size S, group size G; omitted parts take these defaults; DESIGN.md §4).
     #[arg(long, global = true, value_name = "CACHE", default_value = "f32", value_parser = parse_kv_cache)]
     kv_cache: KvCacheMode,
-    /// The machine the optimizer's cost model prices rewrites for: `cpu`, or
-    /// `gpu` (launches dear: long scans become `linear_scan`). Compiled
-    /// models run on the CPU either way; `inspect --format ptx` uses `gpu`.
+    /// The machine to compile for: `cpu`, or `gpu` (also spelled `cuda`;
+    /// launches dear: long scans become `linear_scan`). It sets the
+    /// optimizer's cost model, and what `kiln compile` emits (a CPU shared
+    /// library, or PTX). JIT-compiled models run on the CPU either way;
+    /// `inspect --format ptx` uses `gpu`.
     #[arg(long, global = true, value_name = "TARGET", default_value = "cpu", value_parser = parse_target)]
     target: CostTargetArg,
     #[command(subcommand)]
@@ -57,6 +60,9 @@ enum Command {
     Run(run::Args),
     /// Stream tokens from a model for a prompt.
     Generate(generate::Args),
+    /// Compile a model ahead of time into an artifact directory for `kiln-run`
+    /// (`--target cpu`: a shared library for this machine; `--target cuda`: PTX).
+    Compile(compile::Args),
     /// Write a token sequence's logits (prefill, or token by token) as safetensors.
     Logits(logits::Args),
 }
@@ -77,8 +83,8 @@ struct CostTargetArg(kiln_passes::CostTarget);
 fn parse_target(s: &str) -> Result<CostTargetArg, String> {
     match s {
         "cpu" => Ok(CostTargetArg(kiln_passes::CostTarget::Cpu)),
-        "gpu" => Ok(CostTargetArg(kiln_passes::CostTarget::Gpu)),
-        _ => Err(format!("unknown target `{s}` (cpu or gpu)")),
+        "gpu" | "cuda" => Ok(CostTargetArg(kiln_passes::CostTarget::Gpu)),
+        _ => Err(format!("unknown target `{s}` (cpu, or gpu/cuda)")),
     }
 }
 
@@ -124,5 +130,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::run(args, passes),
         Command::Generate(args) => generate::run(args, passes),
         Command::Logits(args) => logits::run(args, passes),
+        Command::Compile(args) => compile::run(args, passes),
     }
 }
