@@ -16,6 +16,7 @@
 //! | [`error`] | runtime errors |
 //! | [`sampler`] | greedy / temperature / top-k / top-p sampling, seeded |
 //! | [`generate`] | the generation loop over any [`generate::LanguageModel`], streaming |
+//! | [`lm`] | a decoder plan on any executor as a language model ([`lm::ExecutorLm`]); streaming text |
 
 pub mod artifact;
 pub mod cpu;
@@ -24,6 +25,7 @@ pub mod cuda;
 pub mod error;
 pub mod executor;
 pub mod generate;
+pub mod lm;
 pub mod memory;
 pub mod plan;
 pub mod planner;

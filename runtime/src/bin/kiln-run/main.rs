@@ -1,0 +1,35 @@
+//! `kiln-run`: runs an ahead-of-time artifact (made by `kiln compile`) with
+//! no compiler linked — the runtime alone.
+//!
+//! ```sh
+//! kiln-run ART --prompt "And God said" --max-new-tokens 32 [--device cuda]
+//! kiln-run logits ART --tokens 1,2,3 --out logits.safetensors [--decode]
+//! ```
+//!
+//! Flags and behaviour follow `kiln generate` and `kiln logits`. Every
+//! failure prints one line naming the artifact or file and exits with 1.
+
+mod args;
+mod generate;
+mod load;
+mod logits;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        Some(args::Command::Logits(a)) => logits::run(a),
+        None => generate::run(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("kiln-run: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
