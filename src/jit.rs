@@ -216,3 +216,41 @@ pub fn compile_ptx(
     let module = kiln_codegen::compile_ptx(&kernel_specs(&plan), &plan.symbols, arch)?;
     Ok((plan, module))
 }
+
+/// The JIT-compiled model as the runtime's [`kiln_runtime::Executor`], so the
+/// runtime's language-model adapter ([`kiln_runtime::lm::ExecutorLm`]) and
+/// generation loop drive it as they drive a loaded artifact.
+impl kiln_runtime::Executor for Executable {
+    fn plan(&self) -> &Plan {
+        self.executor.plan()
+    }
+    fn run_with(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+    ) -> Result<BTreeMap<String, Tensor>, kiln_runtime::RuntimeError> {
+        self.executor.run_with(inputs, sizes)
+    }
+    fn state_names(&self) -> Vec<String> {
+        self.executor.state_names()
+    }
+    fn init_state(&mut self, sizes: &Bindings) -> Result<(), kiln_runtime::RuntimeError> {
+        self.executor.init_state(sizes)
+    }
+    fn set_state(&mut self, name: &str, value: &Tensor) -> Result<(), kiln_runtime::RuntimeError> {
+        self.executor.set_state(name, value)
+    }
+    fn state(&self, name: &str) -> Result<Tensor, kiln_runtime::RuntimeError> {
+        self.executor.state(name)
+    }
+    fn step(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+    ) -> Result<BTreeMap<String, Tensor>, kiln_runtime::RuntimeError> {
+        self.executor.step(inputs, sizes)
+    }
+    fn device(&self) -> String {
+        kiln_runtime::Executor::device(&self.executor)
+    }
+}

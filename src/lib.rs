@@ -37,3 +37,4 @@ pub use jit::{
     compile_ptx, jit, jit_with_progress, kernel_specs, CompileOptions, CompileReport, Executable,
     KilnError,
 };
+pub use lm::{jit_model, jit_model_with_context, CompiledLm, CompiledModel};

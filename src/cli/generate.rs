@@ -3,13 +3,13 @@
 
 use super::model::load_runnable;
 use super::progress::Progress;
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use kiln::lm::CompiledLm;
 use kiln::model::{LoadedModel, TextCodec};
 use kiln_passes::PassOptions;
-use kiln_runtime::generate::{generate, GenerateOptions};
+use kiln_runtime::generate::GenerateOptions;
+use kiln_runtime::lm::text::{stats_line, stream_generation, TextStream};
 use kiln_runtime::sampler::SamplingConfig;
-use std::io::Write;
 use std::time::Instant;
 
 /// Model, compilation and sampling flags shared by `generate` and `run`.
@@ -111,65 +111,16 @@ pub fn stream(
         sampling,
         stop_tokens: model.eos_token_ids.clone(),
     };
-    let show_text = !c.ids && model.codec.is_some();
-    let mut out = std::io::stdout().lock();
-    let mut decoder = match (&model.codec, show_text) {
-        (Some(TextCodec::Hf(t)), true) => Some(t.stream()),
-        _ => None,
+    let mut text = match &model.codec {
+        _ if c.ids => TextStream::Ids,
+        Some(TextCodec::Hf(t)) => TextStream::hf(t),
+        Some(TextCodec::Bytes) => TextStream::bytes(),
+        None => TextStream::Ids,
     };
-    let mut bytes: Vec<u8> = Vec::new();
-    let mut failed: Option<anyhow::Error> = None;
-    let (_, stats) = generate(lm, &prompt, &opts, &mut |token| {
-        let r: anyhow::Result<()> = (|| {
-            match (&mut decoder, &model.codec) {
-                (Some(d), _) => {
-                    if let Some(text) = d.step(token)? {
-                        write!(out, "{text}")?;
-                    }
-                }
-                (None, Some(TextCodec::Bytes)) if show_text => {
-                    bytes.push(token as u8);
-                    // Print whole characters only.
-                    if let Ok(s) = std::str::from_utf8(&bytes) {
-                        write!(out, "{s}")?;
-                        bytes.clear();
-                    }
-                }
-                _ => write!(out, "{token} ")?,
-            }
-            out.flush()?;
-            Ok(())
-        })();
-        match r {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        }
-    })
-    .map_err(|e| anyhow!(e))?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    if let Some(d) = &mut decoder {
-        if let Some(rest) = d.finish()? {
-            write!(out, "{rest}")?;
-        }
-    }
-    if !bytes.is_empty() {
-        write!(out, "{}", String::from_utf8_lossy(&bytes))?;
-    }
-    writeln!(out)?;
+    let mut out = std::io::stdout().lock();
+    let (_, stats) = stream_generation(lm, &prompt, &opts, &mut text, &mut out)?;
     if c.stats {
-        eprintln!(
-            "prefill: {:.2} ms for {} tokens; decode: {:.1} tokens/s ({} tokens, stop: {:?})",
-            stats.prefill.as_secs_f64() * 1e3,
-            stats.prompt_tokens,
-            stats.decode_tokens_per_sec(),
-            stats.new_tokens,
-            stats.stop
-        );
+        eprintln!("{}", stats_line(&stats));
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use super::generate::compile;
 use anyhow::{bail, Context};
-use kiln_ir::Tensor;
+use kiln::lm::Feed;
 use kiln_passes::PassOptions;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,15 +41,12 @@ pub fn run(args: Args, passes: PassOptions) -> anyhow::Result<()> {
     if let Some(&t) = args.tokens.iter().find(|&&t| t as usize >= vocab) {
         bail!("token {t} is outside the vocabulary of {vocab}");
     }
-    let logits = if args.decode {
-        let mut rows = Vec::with_capacity(args.tokens.len() * vocab);
-        for &t in &args.tokens {
-            rows.extend(lm.forward_all(&[t])?.to_f32_vec());
-        }
-        Tensor::f32(vec![args.tokens.len(), vocab], rows)?
+    let feed = if args.decode {
+        Feed::Decode
     } else {
-        lm.forward_all(&args.tokens)?
+        Feed::Prefill
     };
+    let logits = lm.sequence_logits(&args.tokens, feed)?;
     kiln_models::hf::save_safetensors(&args.out, &BTreeMap::from([("logits".to_string(), logits)]))
         .with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
