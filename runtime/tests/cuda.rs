@@ -316,3 +316,126 @@ fn the_hand_written_ptx_assembles() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod fake_cuda;
+
+/// Rows of 4 floats with the CPU ABI: block b negates row b (args = [x, y]).
+unsafe extern "C" fn neg_rows(args: *const *mut u8, _sizes: *const i64, b0: i64, b1: i64) {
+    // SAFETY: the executor passes one f32 buffer per operand/result sized rows*4.
+    unsafe {
+        let x = *args as *const f32;
+        let y = *args.add(1) as *mut f32;
+        for k in (b0 * 4) as usize..(b1 * 4) as usize {
+            *y.add(k) = -*x.add(k);
+        }
+    }
+}
+
+unsafe extern "C" fn exp_rows(args: *const *mut u8, _sizes: *const i64, b0: i64, b1: i64) {
+    // SAFETY: as in `neg_rows`.
+    unsafe {
+        let x = *args as *const f32;
+        let y = *args.add(1) as *mut f32;
+        for k in (b0 * 4) as usize..(b1 * 4) as usize {
+            *y.add(k) = (*x.add(k)).exp();
+        }
+    }
+}
+
+/// The chain's kernels as a fake-driver module (`skip`: one to leave out).
+fn fake_module(p: &Plan, skip: Option<&str>) -> String {
+    fake_cuda::module_text(
+        p.kernels
+            .iter()
+            .filter(|k| Some(k.name.as_str()) != skip)
+            .map(|k| {
+                let f: kiln_runtime::CpuKernelFn = if is_neg(&k.op) { neg_rows } else { exp_rows };
+                (k.name.clone(), f as usize, 2, p.symbols.len())
+            }),
+    )
+}
+
+/// The fake driver's count of live device allocations.
+fn live_allocations() -> i64 {
+    // SAFETY: the fake driver is the loaded libcuda (checked by the caller
+    // through the device name); the symbol is `long f(void)`.
+    unsafe {
+        let lib = cudarc::driver::sys::culib();
+        let f = lib
+            .get::<unsafe extern "C" fn() -> std::ffi::c_long>("fake_cuda_live_allocations")
+            .unwrap();
+        f() as i64
+    }
+}
+
+/// The executor's own logic on the fake driver (host memory, CPU kernels):
+/// sizes, arena growth, launch parameters, errors, and no leaked memory.
+#[test]
+fn the_executor_runs_on_a_fake_driver() {
+    if !fake_cuda::in_child() {
+        fake_cuda::run_in_child("the_executor_runs_on_a_fake_driver");
+        return;
+    }
+    let info = device_info(0).unwrap();
+    assert_eq!(info.name, fake_cuda::DEVICE_NAME, "not the fake driver");
+    assert_eq!(
+        (info.sm(), info.driver_version),
+        ("sm_90".to_string(), (12, 9))
+    );
+    let g = chain();
+    let p = chain_plan();
+    let params: BTreeMap<String, Tensor> = BTreeMap::new();
+    {
+        let mut exe = CudaExecutor::new(
+            p.clone(),
+            &fake_module(&p, None),
+            &params,
+            &CudaOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(Executor::device(&exe), "cuda:0 Fake CUDA device (sm_90)");
+        for rows in [1usize, 3, 17, 2, 300, 0] {
+            let x = Tensor::f32(
+                vec![rows, 4],
+                (0..rows * 4).map(|i| (i % 29) as f32 * 0.1 - 1.0).collect(),
+            )
+            .unwrap();
+            let inputs = BTreeMap::from([("x".to_string(), x)]);
+            let got = exe.run(&inputs).unwrap();
+            let want = kiln_ir::interp::eval(&g, &inputs, &params).unwrap();
+            for name in ["y", "mid"] {
+                assert_eq!(got[name].shape, vec![rows, 4]);
+                assert_eq!(
+                    got[name].to_f32_vec(),
+                    want[name].to_f32_vec(),
+                    "{name} rows={rows}"
+                );
+            }
+        }
+        let err = exe.run(&BTreeMap::new()).unwrap_err();
+        assert!(matches!(err, RuntimeError::MissingInput { .. }), "{err}");
+    }
+    let gone = p.kernels[1].name.clone();
+    let err = CudaExecutor::new(
+        p.clone(),
+        &fake_module(&p, Some(&gone)),
+        &params,
+        &CudaOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err, RuntimeError::MissingKernel(gone));
+    let err = CudaExecutor::new(p.clone(), "bad ptx", &params, &CudaOptions::default())
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("cuModuleLoadDataEx") && text.contains("fake ptxas: syntax error"),
+        "{text}"
+    );
+    let err = CudaExecutor::new(p.clone(), "", &params, &CudaOptions { device: 1 })
+        .err()
+        .unwrap();
+    assert!(matches!(err, RuntimeError::NoCudaDevice(_)), "{err}");
+    assert_eq!(live_allocations(), 0, "device memory leaked");
+}
