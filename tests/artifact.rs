@@ -206,6 +206,15 @@ fn the_wrong_target_is_refused_with_the_way_out() {
         "{msg}"
     );
 
+    // Without a GPU (or a driver), loading a CUDA artifact is an error, not a panic.
+    if kiln_runtime::cuda::device_info(0).is_err() {
+        let e = cuda
+            .load(&Device::Cuda { ordinal: 0 })
+            .err()
+            .expect("no device, no executor");
+        assert!(e.to_string().to_lowercase().contains("cuda"), "{e}");
+    }
+
     let cpu = Artifact::open(&cpu_art).unwrap();
     let e = cpu
         .load(&Device::Cuda { ordinal: 0 })

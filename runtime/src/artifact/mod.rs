@@ -14,7 +14,8 @@
 //! [`Artifact::open`] checks the manifest before anything else is read: the
 //! format and Kiln version must be this runtime's, every listed file must be
 //! there with its recorded length and sha256. Loading onto a device then
-//! checks the target ([`Artifact::load_cpu`]).
+//! checks the target: architecture and CPU features for the CPU
+//! ([`Artifact::load_cpu`]), compute capability for CUDA ([`Artifact::load`]).
 
 mod dylib;
 mod info;
@@ -326,9 +327,11 @@ impl std::fmt::Display for Device {
 }
 
 impl Artifact {
-    /// Loads the PTX kernels and the weights onto CUDA device `ordinal`.
+    /// Loads the PTX kernels and the weights onto CUDA device `ordinal`,
+    /// after checking the device's compute capability reaches the
+    /// artifact's architecture (PTX runs on its own and newer GPUs).
     fn load_cuda(&self, ordinal: usize) -> Result<Box<dyn Executor>, ArtifactError> {
-        let TargetSpec::Cuda { .. } = &self.manifest.target else {
+        let TargetSpec::Cuda { arch } = &self.manifest.target else {
             return Err(ArtifactError::WrongTarget {
                 dir: self.dir.clone(),
                 built: self.manifest.target.to_string(),
@@ -336,11 +339,75 @@ impl Artifact {
                 hint: "; run it on the CPU, or compile with `--target cuda`".into(),
             });
         };
+        self.load_cuda_arch(arch, ordinal)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn load_cuda_arch(
+        &self,
+        arch: &str,
+        ordinal: usize,
+    ) -> Result<Box<dyn Executor>, ArtifactError> {
+        use crate::cuda::{device_info, CudaExecutor, CudaOptions};
+        let runtime = |source| ArtifactError::Runtime {
+            dir: self.dir.clone(),
+            source,
+        };
+        let needed = parse_sm(arch).ok_or_else(|| ArtifactError::Malformed {
+            dir: self.dir.clone(),
+            file: MANIFEST.into(),
+            message: format!("unknown GPU architecture `{arch}`"),
+        })?;
+        let info = device_info(ordinal).map_err(runtime)?;
+        if info.compute_capability < needed {
+            let (major, minor) = info.compute_capability;
+            return Err(ArtifactError::WrongTarget {
+                dir: self.dir.clone(),
+                built: self.manifest.target.to_string(),
+                wanted: format!("cuda:{ordinal}, {} (sm_{major}{minor})", info.name),
+                hint: format!("; compile with `--target cuda --arch sm_{major}{minor}`"),
+            });
+        }
+        let path = self.path(KERNELS_PTX);
+        let ptx = std::fs::read_to_string(&path).map_err(|source| ArtifactError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let weights = self.weights()?;
+        let exe = CudaExecutor::new(
+            self.plan.clone(),
+            &ptx,
+            &weights,
+            &CudaOptions { device: ordinal },
+        )
+        .map_err(runtime)?;
+        Ok(Box::new(exe))
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn load_cuda_arch(
+        &self,
+        _arch: &str,
+        _ordinal: usize,
+    ) -> Result<Box<dyn Executor>, ArtifactError> {
         Err(ArtifactError::Runtime {
             dir: self.dir.clone(),
-            source: RuntimeError::BadPlan("this runtime has no CUDA executor yet".into()),
+            source: RuntimeError::NoCudaDevice(
+                "this runtime was built without the `cuda` feature".into(),
+            ),
         })
     }
+}
+
+/// `sm_90` → (9, 0).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn parse_sm(arch: &str) -> Option<(u32, u32)> {
+    let digits = arch.strip_prefix("sm_")?;
+    if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (major, minor) = digits.split_at(digits.len() - 1);
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 fn read_manifest(dir: &Path) -> Result<Manifest, ArtifactError> {
