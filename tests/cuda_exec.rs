@@ -369,3 +369,66 @@ fn scans_run_on_a_fake_driver() {
         }
     }
 }
+
+/// What the executor passes each kernel is what its PTX `.entry` takes:
+/// one `.u64` address per operand and result, then one `.u64` per size
+/// symbol, and a block of at most `.maxntid` threads (the launch's
+/// `gpu_threads`). Checked on the text, so it holds without a GPU.
+fn check_entry_abi(model: &str, plan: &Plan, ptx: &str) {
+    for k in &plan.kernels {
+        let launch = k.launch.as_ref().unwrap();
+        let head = format!(".entry {}(", k.name);
+        let at = ptx
+            .find(&head)
+            .unwrap_or_else(|| panic!("{model}: no `.entry {}` in the PTX", k.name));
+        let rest = &ptx[at + head.len()..];
+        let close = rest.find(')').unwrap();
+        let params: Vec<&str> = rest[..close]
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let bufs = k.operand_types.len() + k.result_types.len();
+        assert_eq!(
+            params.len(),
+            bufs + plan.symbols.len(),
+            "{model}: `{}` takes {params:?}; the executor passes {bufs} buffers and {} sizes",
+            k.name,
+            plan.symbols.len()
+        );
+        for (i, p) in params.iter().enumerate() {
+            assert!(
+                p.starts_with(".param .u64"),
+                "{model}: `{}` param {i} is `{p}`",
+                k.name
+            );
+            assert_eq!(
+                p.contains(".ptr"),
+                i < bufs,
+                "{model}: `{}` param {i} is `{p}`",
+                k.name
+            );
+        }
+        let body = &rest[close..rest.find('{').unwrap()];
+        if let Some(n) = body.split(".maxntid").nth(1) {
+            let max: u32 = n.trim().split(',').next().unwrap().trim().parse().unwrap();
+            assert!(
+                launch.gpu_threads >= 1 && launch.gpu_threads <= max,
+                "{model}: `{}` launches {} threads, .maxntid {max}",
+                k.name,
+                launch.gpu_threads
+            );
+        }
+    }
+}
+
+#[test]
+fn ptx_entries_take_what_the_executor_passes() {
+    for name in ["tiny-decoder", "llama-tiny", "mamba-tiny"] {
+        let graph = (kiln_models::builtin(name).unwrap().build)().unwrap();
+        for arch in [GpuArch::Sm80, GpuArch::Sm90] {
+            let (plan, ptx) = compile(&graph, arch);
+            check_entry_abi(name, &plan, &ptx);
+        }
+    }
+}
