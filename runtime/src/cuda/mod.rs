@@ -69,7 +69,7 @@ pub struct CudaExecutor {
     funcs: Vec<Function>,
     threads: Vec<u32>,
     sync_each: bool,
-    _module: Module,
+    _module: Option<Module>,
     ctx: Arc<Context>,
 }
 
@@ -143,10 +143,15 @@ impl CudaExecutor {
             launches.push(launch);
         }
         let program = Program::compile(&plan, &launches)?;
-        let module = Module::load(&ctx, ptx)?;
+        // A plan of copies alone needs no module (and may come with no PTX).
+        let module = match plan.kernels.is_empty() {
+            true => None,
+            false => Some(Module::load(&ctx, ptx)?),
+        };
         let mut funcs = Vec::with_capacity(plan.kernels.len());
         let mut threads = Vec::with_capacity(plan.kernels.len());
         for (k, launch) in plan.kernels.iter().zip(&launches) {
+            let Some(module) = &module else { break };
             let f = module.function(&k.name)?;
             if launch.gpu_threads == 0 || launch.gpu_threads > f.max_threads {
                 return Err(RuntimeError::BadPlan(format!(
