@@ -468,6 +468,33 @@ pub(crate) fn zero(dst: u64, n: usize, what: impl FnOnce() -> String) -> Result<
     )
 }
 
+/// Why PTX may not load on this device: its `.target` is newer than the
+/// device's compute capability.
+fn target_hint(ptx: &str, info: &DeviceInfo) -> Option<String> {
+    let target = ptx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(".target"))?
+        .trim()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .next()?
+        .to_string();
+    let digits: String = target
+        .strip_prefix("sm_")?
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let n: u32 = digits.parse().ok()?;
+    let (major, minor) = info.compute_capability;
+    (n > major * 10 + minor).then(|| {
+        format!(
+            "the PTX targets {target}, but {} is {}: compile for {}",
+            info.name,
+            info.sm(),
+            info.sm()
+        )
+    })
+}
+
 /// A PTX module loaded (JIT-compiled by the driver) into a context.
 pub(crate) struct Module {
     module: sys::CUmodule,
@@ -519,7 +546,10 @@ impl Module {
                 .iter()
                 .position(|&b| b == 0)
                 .unwrap_or(error_log.len());
-            let log = String::from_utf8_lossy(&error_log[..end]);
+            let mut log = String::from_utf8_lossy(&error_log[..end]).into_owned();
+            if let Some(hint) = target_hint(ptx, &ctx.info) {
+                log = format!("{hint}\n{log}");
+            }
             RuntimeError::Cuda {
                 call: "cuModuleLoadDataEx".into(),
                 what: format!("loading the PTX module on {}", ctx.info.sm()),
@@ -638,5 +668,27 @@ impl Function {
             "cuLaunchKernel",
             what,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ptx_target_newer_than_the_device_is_named() {
+        let info = DeviceInfo {
+            ordinal: 0,
+            name: "NVIDIA A100".into(),
+            compute_capability: (8, 0),
+            total_memory: 1 << 30,
+            multiprocessors: 108,
+            driver_version: (13, 0),
+        };
+        let hint = target_hint(".version 8.0\n.target sm_90a\n", &info).unwrap();
+        assert!(hint.contains("sm_90a") && hint.contains("is sm_80"), "{hint}");
+        assert_eq!(target_hint(".target sm_80\n", &info), None);
+        assert_eq!(target_hint("  .target sm_75, debug\n", &info), None);
+        assert_eq!(target_hint("no target", &info), None);
     }
 }
