@@ -1,0 +1,303 @@
+//! The thin `kiln-run` binary on CPU artifacts made by `kiln compile`: its
+//! logits (prefill and token by token) equal `kiln logits`, its generated
+//! tokens and text equal `kiln generate`, and a broken artifact is a
+//! one-line error with a non-zero exit, never a panic.
+//!
+//! `kiln-run` belongs to another package (`kiln-runtime`), so Cargo gives
+//! this test no `CARGO_BIN_EXE_kiln-run`. The test runs `cargo build -p
+//! kiln-runtime --bin kiln-run` once, into the target directory and profile
+//! of the `kiln` binary under test (read from `CARGO_BIN_EXE_kiln`): under
+//! `cargo test --workspace` the binary is already built and this is a
+//! freshness check; under `cargo test -p kiln` it builds it. Either way the
+//! binary tested is built from the current sources, never a stale copy
+//! lying next to `kiln`. (Cargo releases its build lock before running
+//! tests, so the nested build does not wait on the outer one.)
+
+use kiln_ir::tensor::rel_l2;
+use kiln_models::weights::Weights;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn kiln() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+}
+
+/// The `kiln-run` binary, built once per test run (see the module docs).
+fn kiln_run_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let kiln = Path::new(env!("CARGO_BIN_EXE_kiln"));
+        let bin_dir = kiln.parent().expect("the kiln binary is in a directory");
+        let profile = bin_dir.file_name().unwrap().to_string_lossy().into_owned();
+        let target_dir = bin_dir.parent().expect("a profile directory has a parent");
+        let profile = if profile == "debug" {
+            "dev".to_string()
+        } else {
+            profile
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--offline",
+                "-p",
+                "kiln-runtime",
+                "--bin",
+                "kiln-run",
+            ])
+            .args(["--profile", &profile])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("running cargo");
+        assert!(
+            out.status.success(),
+            "cargo build -p kiln-runtime --bin kiln-run failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = bin_dir.join(format!("kiln-run{}", std::env::consts::EXE_SUFFIX));
+        assert!(path.is_file(), "{} was not built", path.display());
+        path
+    })
+}
+
+fn kiln_run() -> Command {
+    Command::new(kiln_run_path())
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run(cmd).stdout).into_owned()
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kiln-run-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `kiln compile --model SPEC --target cpu --out DIR/art`.
+fn compile(spec: &str, dir: &Path) -> PathBuf {
+    let art = dir.join("art");
+    run(kiln()
+        .args(["compile", "--model", spec, "--target", "cpu", "--out"])
+        .arg(&art));
+    art
+}
+
+fn logits_file(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let w = Weights::open(path).unwrap();
+    let t = w.get("logits").unwrap();
+    (t.shape.clone(), t.to_f32_vec())
+}
+
+/// `kiln-run logits` equals `kiln logits` (bitwise, or within 1e-6
+/// relative L2: the artifact's kernels are compiled ahead of time by the
+/// same code generator, but as object code instead of the JIT).
+fn same_logits(spec: &str, art: &Path, dir: &Path, tokens: &str, decode: bool) {
+    let tag = if decode { "decode" } else { "prefill" };
+    let (ours, theirs) = (
+        dir.join(format!("run-{tag}")),
+        dir.join(format!("jit-{tag}")),
+    );
+    let mut a = kiln_run();
+    a.arg("logits")
+        .arg(art)
+        .args(["--tokens", tokens, "--out"])
+        .arg(&ours);
+    let mut b = kiln();
+    b.args(["logits", "--model", spec, "--tokens", tokens, "--out"])
+        .arg(&theirs);
+    if decode {
+        a.arg("--decode");
+        b.arg("--decode");
+    }
+    run(&mut a);
+    run(&mut b);
+    let ((sa, va), (sb, vb)) = (logits_file(&ours), logits_file(&theirs));
+    let seq = tokens.split(',').count();
+    assert_eq!(sa, sb, "{spec} {tag}: shapes");
+    assert_eq!(sa[0], seq, "{spec} {tag}: one row per token");
+    if va != vb {
+        let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        let e = rel_l2(&f(&va), &f(&vb));
+        assert!(
+            e <= 1e-6,
+            "{spec} {tag}: kiln-run vs kiln logits, relative L2 {e:.2e}"
+        );
+    }
+}
+
+/// Logits (prefill and decode) and 8 generated token ids, `kiln-run` on
+/// the artifact against `kiln` on the model.
+fn check_model(spec: &str, tag: &str, tokens: &str) {
+    let dir = tempdir(tag);
+    let art = compile(spec, &dir);
+    same_logits(spec, &art, &dir, tokens, false);
+    same_logits(spec, &art, &dir, tokens, true);
+    let generate = ["--tokens", tokens, "--max-new-tokens", "8", "--ids"];
+    let ours = stdout(kiln_run().arg(&art).args(generate));
+    let theirs = stdout(kiln().args(["generate", "--model", spec]).args(generate));
+    assert_eq!(ours.split_whitespace().count(), 8, "{spec}: {ours:?}");
+    assert_eq!(ours, theirs, "{spec}: kiln-run vs kiln generate");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tiny_decoder_matches_kiln() {
+    check_model("tiny-decoder", "tiny", "72,101,108,108,111,33");
+}
+
+#[test]
+fn llama_tiny_matches_kiln() {
+    check_model("llama-tiny", "llama", "5,17,3,60,2,250,9");
+}
+
+#[test]
+fn golden_llama_gqa_tied_matches_kiln() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/llama-gqa-tied");
+    check_model(spec, "gqa", "5,17,3,60,2,95,0,41");
+}
+
+/// Text in, text out, statistics, version — and every broken artifact a
+/// one-line error.
+#[test]
+fn text_stats_version_and_errors() {
+    let dir = tempdir("text");
+    let art = compile("tiny-decoder", &dir);
+
+    // A prompt streams the same text as `kiln generate` (bytes model).
+    let prompt = ["--prompt", "Hello", "--max-new-tokens", "12"];
+    let ours = run(kiln_run().arg(&art).args(prompt)).stdout;
+    let theirs = run(kiln()
+        .args(["generate", "--model", "tiny-decoder"])
+        .args(prompt))
+    .stdout;
+    assert_eq!(ours, theirs);
+
+    let json = dir.join("stats.json");
+    let out = run(kiln_run()
+        .arg(&art)
+        .args([
+            "--tokens",
+            "1,2,3",
+            "--max-new-tokens",
+            "4",
+            "--stats",
+            "--stats-json",
+        ])
+        .arg(&json));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("prefill: ") && stderr.contains("tokens/s"),
+        "{stderr}"
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(stats["prompt_tokens"], 3);
+    assert_eq!(stats["new_tokens"], 4);
+    assert!(
+        stats["device"].as_str().unwrap().starts_with("cpu"),
+        "{stats}"
+    );
+    assert!(stats["prefill_ms"].as_f64().unwrap() > 0.0, "{stats}");
+    assert!(
+        stats["decode_tokens_per_s"].as_f64().unwrap() > 0.0,
+        "{stats}"
+    );
+
+    let version = stdout(kiln_run().arg("--version"));
+    assert_eq!(
+        version.trim(),
+        format!("kiln-run {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    // Each failure: exit 1, one line on stderr naming the problem and the file.
+    let fails = |cmd: &mut Command, needles: &[&str]| {
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("kiln-run: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "{stderr} lacks {n:?}");
+        }
+    };
+    let gen = ["--tokens", "1,2", "--max-new-tokens", "2"];
+    let broken = dir.join("broken");
+    let reset = || {
+        let _ = std::fs::remove_dir_all(&broken);
+        std::fs::create_dir_all(&broken).unwrap();
+        for e in std::fs::read_dir(&art).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), broken.join(e.file_name())).unwrap();
+        }
+    };
+
+    // Tampered: one byte of the weights changed.
+    reset();
+    let weights = broken.join("weights.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x01;
+    std::fs::write(&weights, bytes).unwrap();
+    fails(
+        kiln_run().arg(&broken).args(gen),
+        &["weights.safetensors", "sha256"],
+    );
+    let out = dir.join("l.safetensors");
+    let mut logits = kiln_run();
+    logits
+        .arg("logits")
+        .arg(&broken)
+        .args(["--tokens", "1,2", "--out"])
+        .arg(&out);
+    fails(&mut logits, &["weights.safetensors", "corrupted"]);
+    assert!(!out.exists(), "no output from a broken artifact");
+
+    // Missing: the plan.
+    reset();
+    std::fs::remove_file(broken.join("plan.json")).unwrap();
+    fails(kiln_run().arg(&broken).args(gen), &["plan.json", "missing"]);
+
+    // Wrong target: a CPU artifact on a CUDA device.
+    reset();
+    fails(
+        kiln_run().arg(&broken).args(gen).args(["--device", "cuda"]),
+        &["built for", "cuda:0"],
+    );
+
+    // Not an artifact at all; an unknown device is a usage error (clap, 2).
+    fails(kiln_run().arg(dir.join("nowhere")).args(gen), &["nowhere"]);
+    let out = kiln_run()
+        .arg(&art)
+        .args(gen)
+        .args(["--device", "tpu"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device `tpu`"));
+
+    // A token outside the vocabulary names the artifact.
+    fails(
+        kiln_run()
+            .arg(&art)
+            .args(["--tokens", "1,999", "--max-new-tokens", "2"]),
+        &["999", "vocabulary"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
