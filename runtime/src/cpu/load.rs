@@ -18,48 +18,62 @@ pub(crate) fn resident(
     params: &dyn ParamSource,
 ) -> Result<HashMap<BufferId, AlignedBuf>, RuntimeError> {
     let mut resident = HashMap::new();
-    for (id, b) in plan.buffers.iter().enumerate() {
-        let buf = match &b.storage {
-            Storage::Param(name) => {
-                let t = params
-                    .param(name)
-                    .ok_or_else(|| RuntimeError::MissingParam {
-                        name: name.clone(),
-                        expected: b.ty.to_string(),
-                    })?;
-                let want = b.ty.eval_shape(&Bindings::new());
-                let fits = t.dtype() == b.ty.dtype
-                    && want.as_ref().ok() == Some(&t.shape)
-                    && t.data.len() == t.shape.iter().product::<usize>();
-                if !fits {
-                    return Err(RuntimeError::ParamType {
-                        name: name.clone(),
-                        got: format!("{}{:?}", t.dtype(), t.shape),
-                        expected: b.ty.to_string(),
-                    });
-                }
-                AlignedBuf::from_bytes(&t.to_bytes())
-            }
-            Storage::Const(lit) => {
-                let t = Tensor::from_f64(
-                    lit.dtype,
-                    lit.shape.clone(),
-                    &(0..lit.numel()).map(|i| lit.get_f64(i)).collect::<Vec<_>>(),
-                )
-                .map_err(|e| RuntimeError::BadPlan(format!("constant b{id}: {e}")))?;
-                AlignedBuf::from_bytes(&t.to_bytes())
-            }
-            Storage::Derived => {
-                let shape = b.ty.eval_shape(&Bindings::new()).map_err(|e| {
-                    RuntimeError::BadPlan(format!("derived buffer b{id} is not static: {e}"))
-                })?;
-                AlignedBuf::zeroed(shape.iter().product::<usize>() * b.ty.dtype.size_bytes())
-            }
-            _ => continue,
-        };
-        resident.insert(id, buf);
+    for id in 0..plan.buffers.len() {
+        if let Some(buf) = resident_one(plan, id, params)? {
+            resident.insert(id, buf);
+        }
     }
     Ok(resident)
+}
+
+/// The host bytes of buffer `id` if it is resident: a weight (checked
+/// against its declared dtype and shape), a constant, or a zero-filled
+/// derived buffer; `None` for any other buffer.
+pub(crate) fn resident_one(
+    plan: &Plan,
+    id: BufferId,
+    params: &dyn ParamSource,
+) -> Result<Option<AlignedBuf>, RuntimeError> {
+    let b = &plan.buffers[id];
+    let buf = match &b.storage {
+        Storage::Param(name) => {
+            let t = params
+                .param(name)
+                .ok_or_else(|| RuntimeError::MissingParam {
+                    name: name.clone(),
+                    expected: b.ty.to_string(),
+                })?;
+            let want = b.ty.eval_shape(&Bindings::new());
+            let fits = t.dtype() == b.ty.dtype
+                && want.as_ref().ok() == Some(&t.shape)
+                && t.data.len() == t.shape.iter().product::<usize>();
+            if !fits {
+                return Err(RuntimeError::ParamType {
+                    name: name.clone(),
+                    got: format!("{}{:?}", t.dtype(), t.shape),
+                    expected: b.ty.to_string(),
+                });
+            }
+            AlignedBuf::from_bytes(&t.to_bytes())
+        }
+        Storage::Const(lit) => {
+            let t = Tensor::from_f64(
+                lit.dtype,
+                lit.shape.clone(),
+                &(0..lit.numel()).map(|i| lit.get_f64(i)).collect::<Vec<_>>(),
+            )
+            .map_err(|e| RuntimeError::BadPlan(format!("constant b{id}: {e}")))?;
+            AlignedBuf::from_bytes(&t.to_bytes())
+        }
+        Storage::Derived => {
+            let shape = b.ty.eval_shape(&Bindings::new()).map_err(|e| {
+                RuntimeError::BadPlan(format!("derived buffer b{id} is not static: {e}"))
+            })?;
+            AlignedBuf::zeroed(shape.iter().product::<usize>() * b.ty.dtype.size_bytes())
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(buf))
 }
 
 /// Runs the load steps on the resident buffers.

@@ -15,21 +15,21 @@ use kiln_ir::interp::ParamSource;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Uploads weights, constants and (zero-filled) derived buffers.
+/// Uploads weights, constants and (zero-filled) derived buffers, one at a
+/// time (at most one host copy alive).
 pub(crate) fn resident(
     ctx: &Arc<Context>,
     plan: &Plan,
     params: &dyn ParamSource,
 ) -> Result<HashMap<BufferId, DevBuf>, RuntimeError> {
-    let host = cpu_load::resident(plan, params)?;
-    let mut ids: Vec<BufferId> = host.keys().copied().collect();
-    ids.sort_unstable();
-    let mut out = HashMap::with_capacity(ids.len());
-    for id in ids {
-        let bytes = host[&id].as_bytes();
+    let mut out = HashMap::new();
+    for id in 0..plan.buffers.len() {
+        let Some(host) = cpu_load::resident_one(plan, id, params)? else {
+            continue;
+        };
         let what = || format!("{} b{id}", describe(plan, id));
-        let buf = DevBuf::alloc(ctx, bytes.len(), &what())?;
-        buf.upload(bytes, what)?;
+        let buf = DevBuf::alloc(ctx, host.len(), &what())?;
+        buf.upload(host.as_bytes(), what)?;
         out.insert(id, buf);
     }
     Ok(out)
