@@ -355,17 +355,21 @@ fn fake_module(p: &Plan, skip: Option<&str>) -> String {
     )
 }
 
-/// The fake driver's count of live device allocations.
-fn live_allocations() -> i64 {
+/// One of the fake driver's counters (`fake_cuda_<name>`).
+fn fake_counter(name: &str) -> i64 {
     // SAFETY: the fake driver is the loaded libcuda (checked by the caller
-    // through the device name); the symbol is `long f(void)`.
+    // through the device name); its counters are `long f(void)`.
     unsafe {
         let lib = cudarc::driver::sys::culib();
         let f = lib
-            .get::<unsafe extern "C" fn() -> std::ffi::c_long>("fake_cuda_live_allocations")
+            .get::<unsafe extern "C" fn() -> std::ffi::c_long>(format!("fake_cuda_{name}"))
             .unwrap();
         f() as i64
     }
+}
+
+fn live_allocations() -> i64 {
+    fake_counter("live_allocations")
 }
 
 /// The executor's own logic on the fake driver (host memory, CPU kernels):
@@ -414,6 +418,12 @@ fn the_executor_runs_on_a_fake_driver() {
         }
         let err = exe.run(&BTreeMap::new()).unwrap_err();
         assert!(matches!(err, RuntimeError::MissingInput { .. }), "{err}");
+        // A call at a size seen before: 4 launches, one synchronize.
+        let x = Tensor::f32(vec![17, 4], vec![0.5; 68]).unwrap();
+        let (launches, syncs) = (fake_counter("launches"), fake_counter("synchronizations"));
+        exe.run(&BTreeMap::from([("x".to_string(), x)])).unwrap();
+        assert_eq!(fake_counter("launches") - launches, 4);
+        assert_eq!(fake_counter("synchronizations") - syncs, 1);
     }
     let gone = p.kernels[1].name.clone();
     let err = CudaExecutor::new(
@@ -437,5 +447,43 @@ fn the_executor_runs_on_a_fake_driver() {
         .err()
         .unwrap();
     assert!(matches!(err, RuntimeError::NoCudaDevice(_)), "{err}");
+    // More threads per block than the kernel can take: refused at creation.
+    let mut wide = p.clone();
+    wide.kernels[0].launch.as_mut().unwrap().gpu_threads = 2048;
+    let err = CudaExecutor::new(
+        wide,
+        &fake_module(&p, None),
+        &params,
+        &CudaOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&err, RuntimeError::BadPlan(m) if m.contains("2048 threads per block")),
+        "{err}"
+    );
+    // KILN_CUDA_SYNC=1: a synchronize after every launch, same results.
+    std::env::set_var("KILN_CUDA_SYNC", "1");
+    let made = CudaExecutor::new(
+        p.clone(),
+        &fake_module(&p, None),
+        &params,
+        &CudaOptions::default(),
+    );
+    std::env::remove_var("KILN_CUDA_SYNC");
+    let mut exe = made.unwrap();
+    let x = Tensor::f32(vec![2, 4], (0..8).map(|i| i as f32 * 0.25).collect()).unwrap();
+    let inputs = BTreeMap::from([("x".to_string(), x)]);
+    exe.run(&inputs).unwrap();
+    let syncs = fake_counter("synchronizations");
+    let got = exe.run(&inputs).unwrap();
+    assert_eq!(
+        fake_counter("synchronizations") - syncs,
+        4 + 1,
+        "one per launch, one per call"
+    );
+    let want = kiln_ir::interp::eval(&g, &inputs, &params).unwrap();
+    assert_eq!(got["y"].to_f32_vec(), want["y"].to_f32_vec());
+    drop(exe);
     assert_eq!(live_allocations(), 0, "device memory leaked");
 }

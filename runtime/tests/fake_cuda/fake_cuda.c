@@ -41,9 +41,11 @@ static uint64_t alloc_ptr[MAX_ALLOCS];
 static size_t alloc_len[MAX_ALLOCS];
 static long live_allocs;
 static long launches;
+static long syncs;
 
 long fake_cuda_live_allocations(void) { return live_allocs; }
 long fake_cuda_launches(void) { return launches; }
+long fake_cuda_synchronizations(void) { return syncs; }
 
 #define NEED_CTX() do { if (current != &ctx_token) return INVALID_CONTEXT; } while (0)
 
@@ -106,7 +108,7 @@ CUresult cuCtxSetCurrent(void *ctx) {
     current = ctx;
     return OK;
 }
-CUresult cuCtxSynchronize(void) { NEED_CTX(); return OK; }
+CUresult cuCtxSynchronize(void) { NEED_CTX(); syncs++; return OK; }
 
 struct module { char *text; };
 struct function { cpu_kernel fn; int bufs; int syms; };
