@@ -249,3 +249,73 @@ impl CompiledModel {
         self.lm.executable()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::load;
+
+    fn greedy(n: usize) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: n,
+            ..Default::default()
+        }
+    }
+
+    /// `Executable::generate` (a cache sized for the request) produces what
+    /// the generation loop produces on a `CompiledLm` with a large cache, and
+    /// streams the same tokens.
+    #[test]
+    fn executable_generate_matches_the_adapter() {
+        let model = load("llama-tiny", 0).unwrap();
+        let mut exe = jit(&model.graph, &model.weights, &Default::default()).unwrap();
+        let prompt = [5, 17, 3, 60, 2];
+        let (ours, stats) = exe.generate(&prompt, &greedy(6)).unwrap();
+        assert_eq!((stats.prompt_tokens, stats.new_tokens), (5, 6));
+        let mut streamed = Vec::new();
+        let (again, _) = exe
+            .generate_streaming(&prompt, &greedy(6), &mut |t| {
+                streamed.push(t);
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            (&again, &streamed),
+            (&ours, &ours),
+            "reproducible, streamed"
+        );
+        let other = jit(&model.graph, &model.weights, &Default::default()).unwrap();
+        let mut lm = CompiledLm::new(other, 64).unwrap();
+        let (theirs, _) = generate(&mut lm, &prompt, &greedy(6), &mut |_| true).unwrap();
+        assert_eq!(ours, theirs);
+        // A token outside the vocabulary: the loop's error, not a panic.
+        let e = exe.generate(&[300], &greedy(2)).unwrap_err();
+        assert!(e.to_string().contains("outside the vocabulary"), "{e}");
+    }
+
+    /// Text in and out on a byte-vocabulary model; logits are the
+    /// executable's; no tokenizer is an error naming the model.
+    #[test]
+    fn compiled_model_text_and_logits() {
+        let model = load("tiny-decoder", 0).unwrap();
+        let mut m = jit_model(&model, &Default::default()).unwrap();
+        assert_eq!(m.encode("Hi").unwrap(), [72, 105]);
+        let text = m.generate_text("Hi", 8).unwrap();
+        let (ids, _) = m.generate(&[72, 105], &m.default_options(8)).unwrap();
+        assert_eq!(text, m.decode(&ids).unwrap());
+        let logits = m.logits(&[72, 105, 33]).unwrap();
+        assert_eq!(logits.shape, [3, 256]);
+        let mut exe = jit(&model.graph, &model.weights, &Default::default()).unwrap();
+        let tokens = Tensor::i32(vec![3], vec![72, 105, 33]).unwrap();
+        let out = exe.run(&[("tokens".to_string(), tokens)].into()).unwrap();
+        assert_eq!(logits, out["logits"]);
+
+        let gqa = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/llama-gqa-tied");
+        let model = load(gqa, 0).unwrap();
+        let mut m = jit_model_with_context(&model, &Default::default(), 16).unwrap();
+        let e = m.generate_text("Hi", 4).unwrap_err();
+        assert!(e.to_string().contains("has no tokenizer"), "{e}");
+        let e = m.generate(&[1; 17], &greedy(1)).unwrap_err();
+        assert!(e.to_string().contains("at most 16"), "{e}");
+    }
+}
