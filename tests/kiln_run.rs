@@ -4,38 +4,48 @@
 //! one-line error with a non-zero exit, never a panic.
 //!
 //! `kiln-run` belongs to another package (`kiln-runtime`), so Cargo gives
-//! this test no `CARGO_BIN_EXE_kiln-run`. The test runs `cargo build -p
-//! kiln-runtime --bin kiln-run` once, into the target directory and profile
-//! of the `kiln` binary under test (read from `CARGO_BIN_EXE_kiln`): under
-//! `cargo test --workspace` the binary is already built and this is a
-//! freshness check; under `cargo test -p kiln` it builds it. Either way the
-//! binary tested is built from the current sources, never a stale copy
-//! lying next to `kiln`. (Cargo releases its build lock before running
-//! tests, so the nested build does not wait on the outer one.)
+//! this test no `CARGO_BIN_EXE_kiln-run`. The test looks for it next to the
+//! `kiln` binary under test (same target directory and profile): under
+//! `cargo test --workspace` Cargo has just built it there, with the
+//! workspace's features. It is used only if it is newer than every source
+//! it is built from (the `ir`, `models` and `runtime` crates, the
+//! manifests, `Cargo.lock`); otherwise — missing or possibly stale, e.g.
+//! under `cargo test -p kiln` after an edit — the test runs `cargo build -p
+//! kiln-runtime --bin kiln-run` into that directory first. So the binary
+//! tested is always built from the current sources. (Cargo releases its
+//! build lock before running tests, so the nested build does not wait on
+//! the outer one.)
 
 use kiln_ir::tensor::rel_l2;
 use kiln_models::weights::Weights;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
-/// The `kiln-run` binary, built once per test run (see the module docs).
+/// The `kiln-run` binary, checked or built once per test run (see the
+/// module docs).
 fn kiln_run_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let kiln = Path::new(env!("CARGO_BIN_EXE_kiln"));
         let bin_dir = kiln.parent().expect("the kiln binary is in a directory");
+        let path = bin_dir.join(format!("kiln-run{}", std::env::consts::EXE_SUFFIX));
+        let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if built.is_some_and(|b| b >= newest_source()) {
+            return path;
+        }
         let profile = bin_dir.file_name().unwrap().to_string_lossy().into_owned();
-        let target_dir = bin_dir.parent().expect("a profile directory has a parent");
         let profile = if profile == "debug" {
             "dev".to_string()
         } else {
             profile
         };
+        let target_dir = bin_dir.parent().expect("a profile directory has a parent");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
             .args([
@@ -58,10 +68,35 @@ fn kiln_run_path() -> &'static Path {
             "cargo build -p kiln-runtime --bin kiln-run failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let path = bin_dir.join(format!("kiln-run{}", std::env::consts::EXE_SUFFIX));
         assert!(path.is_file(), "{} was not built", path.display());
         path
     })
+}
+
+/// The latest modification of anything `kiln-run` is built from.
+fn newest_source() -> SystemTime {
+    fn walk(p: &Path, newest: &mut SystemTime) {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return;
+        };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                walk(&e.path(), newest);
+            }
+        } else if let Ok(m) = meta.modified() {
+            *newest = (*newest).max(m);
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for p in ["Cargo.toml", "Cargo.lock"] {
+        walk(&root.join(p), &mut newest);
+    }
+    for krate in ["ir", "models", "runtime"] {
+        walk(&root.join(krate).join("Cargo.toml"), &mut newest);
+        walk(&root.join(krate).join("src"), &mut newest);
+    }
+    newest
 }
 
 fn kiln_run() -> Command {
