@@ -336,3 +336,36 @@ fn text_stats_version_and_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every other golden config (tests/golden): `kiln-run logits` equals
+/// `kiln logits` on the golden prompt, prefill and token by token.
+#[test]
+fn every_golden_config_logits_match_kiln() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("golden.safetensors").is_file() && !p.ends_with("llama-gqa-tied"))
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 8, "golden configs: {dirs:?}");
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let golden = Weights::open(dir.join("golden.safetensors")).unwrap();
+        let tokens: Vec<String> = golden
+            .get("tokens")
+            .unwrap()
+            .to_i64_vec()
+            .unwrap()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let tokens = tokens.join(",");
+        let tmp = tempdir(&format!("golden-{name}"));
+        let spec = dir.to_str().unwrap();
+        let art = compile(spec, &tmp);
+        same_logits(spec, &art, &tmp, &tokens, false);
+        same_logits(spec, &art, &tmp, &tokens, true);
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
