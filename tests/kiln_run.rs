@@ -316,6 +316,23 @@ fn text_stats_version_and_errors() {
         &["built for", "cuda:0"],
     );
 
+    // ... and a CUDA artifact on the CPU (the default device).
+    let cuda = dir.join("cuda");
+    run(kiln()
+        .args([
+            "compile",
+            "--model",
+            "tiny-decoder",
+            "--target",
+            "cuda",
+            "--out",
+        ])
+        .arg(&cuda));
+    fails(
+        kiln_run().arg(&cuda).args(gen),
+        &["built for cuda", "cannot run on the CPU", "--device cuda"],
+    );
+
     // Not an artifact at all; an unknown device is a usage error (clap, 2).
     fails(kiln_run().arg(dir.join("nowhere")).args(gen), &["nowhere"]);
     let out = kiln_run()

@@ -26,10 +26,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            let message = format!("{e:#}").replace('\n', " ");
-            eprintln!("kiln-run: {message}");
+            eprintln!("kiln-run: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Many errors already print their
+/// source in their own message (`{dir}: {source}`); a cause whose text is
+/// already there is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message.replace('\n', " ")
 }
