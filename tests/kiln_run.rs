@@ -386,3 +386,17 @@ fn every_golden_config_logits_match_kiln() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }
+
+/// The embedded default model through its Hugging Face tokenizer (carried
+/// in the artifact): the same streamed text as `kiln generate`.
+#[test]
+fn default_model_text_matches_kiln_generate() {
+    let dir = tempdir("default");
+    let art = compile("default", &dir);
+    let prompt = ["--prompt", "And God said", "--max-new-tokens", "16"];
+    let ours = stdout(kiln_run().arg(&art).args(prompt));
+    let theirs = stdout(kiln().args(["generate", "--model", "default"]).args(prompt));
+    assert!(ours.trim().len() > 16, "{ours:?}");
+    assert_eq!(ours, theirs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
