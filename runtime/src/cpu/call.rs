@@ -203,3 +203,81 @@ pub(crate) fn eval_shape(dims: &[SymDim], sizes: &[i64]) -> Result<Vec<usize>, R
         .map(|d| d.eval_usize(sizes))
         .collect::<Result<Vec<_>, _>>()?)
 }
+
+/// The names of the state inputs (inputs some output aliases), in input order.
+pub(crate) fn state_names(plan: &Plan, is_state: &[bool]) -> Vec<String> {
+    plan.inputs
+        .iter()
+        .zip(is_state)
+        .filter(|(_, s)| **s)
+        .map(|(i, _)| i.name.clone())
+        .collect()
+}
+
+/// The input index of state `name`.
+pub(crate) fn state_index(
+    plan: &Plan,
+    is_state: &[bool],
+    name: &str,
+) -> Result<usize, RuntimeError> {
+    plan.inputs
+        .iter()
+        .position(|i| i.name == name)
+        .filter(|&i| is_state[i])
+        .ok_or_else(|| RuntimeError::NotState {
+            name: name.to_string(),
+            states: state_names(plan, is_state).join(", "),
+        })
+}
+
+/// Every state's input index, shape and bytes under `sizes`; a symbol of a
+/// state's shape missing from `sizes` is [`RuntimeError::StateShape`].
+pub(crate) fn state_shapes(
+    plan: &Plan,
+    is_state: &[bool],
+    sizes: &Bindings,
+) -> Result<Vec<(usize, Vec<usize>, usize)>, RuntimeError> {
+    let mut out = Vec::new();
+    for (i, pi) in plan.inputs.iter().enumerate() {
+        if !is_state[i] {
+            continue;
+        }
+        let shape = pi
+            .ty
+            .eval_shape(sizes)
+            .map_err(|source| RuntimeError::StateShape {
+                name: pi.name.clone(),
+                source,
+            })?;
+        let bytes = shape.iter().product::<usize>() * pi.ty.dtype.size_bytes();
+        out.push((i, shape, bytes));
+    }
+    Ok(out)
+}
+
+/// Checks `value` may become state input `i` (`name`): its dtype, rank and
+/// constant dims; returns its size in bytes.
+pub(crate) fn check_state_value(
+    plan: &Plan,
+    i: usize,
+    name: &str,
+    value: &Tensor,
+) -> Result<usize, RuntimeError> {
+    let ty = &plan.inputs[i].ty;
+    let n: usize = value.shape.iter().product();
+    if value.dtype() != ty.dtype || value.rank() != ty.rank() || value.data.len() != n {
+        return Err(RuntimeError::StateType {
+            name: name.to_string(),
+            got: format!("{}{:?}", value.dtype(), value.shape),
+            expected: ty.to_string(),
+        });
+    }
+    let mut b = Bindings::new();
+    kiln_ir::types::bind_symbols([(ty.shape.as_slice(), value.shape.as_slice())], &mut b).map_err(
+        |source| RuntimeError::StateShape {
+            name: name.to_string(),
+            source,
+        },
+    )?;
+    Ok(n * ty.dtype.size_bytes())
+}

@@ -15,7 +15,7 @@
 //! every step has run, when nothing reads the old state any more. Steady
 //! state allocates nothing but the returned outputs.
 
-use super::{CpuExecutor, Mode};
+use super::{call, CpuExecutor, Mode};
 use crate::error::RuntimeError;
 use crate::memory::{write_tensor, AlignedBuf};
 use crate::plan::Storage;
@@ -32,25 +32,11 @@ impl CpuExecutor {
     /// The names of the state inputs (inputs some output aliases), in
     /// input order.
     pub fn state_names(&self) -> Vec<String> {
-        self.plan
-            .inputs
-            .iter()
-            .zip(&self.is_state)
-            .filter(|(_, s)| **s)
-            .map(|(i, _)| i.name.clone())
-            .collect()
+        call::state_names(&self.plan, &self.is_state)
     }
 
     fn state_index(&self, name: &str) -> Result<usize, RuntimeError> {
-        self.plan
-            .inputs
-            .iter()
-            .position(|i| i.name == name)
-            .filter(|&i| self.is_state[i])
-            .ok_or_else(|| RuntimeError::NotState {
-                name: name.to_string(),
-                states: self.state_names().join(", "),
-            })
+        call::state_index(&self.plan, &self.is_state, name)
     }
 
     /// Allocates every state zero-filled at its declared shape under
@@ -58,27 +44,18 @@ impl CpuExecutor {
     /// replaces any state held. A symbol of a state's shape missing from
     /// `sizes` is [`RuntimeError::StateShape`].
     pub fn init_state(&mut self, sizes: &Bindings) -> Result<(), RuntimeError> {
-        let mut fresh = Vec::new();
-        for (i, pi) in self.plan.inputs.iter().enumerate() {
-            if !self.is_state[i] {
-                continue;
-            }
-            let shape = pi
-                .ty
-                .eval_shape(sizes)
-                .map_err(|source| RuntimeError::StateShape {
-                    name: pi.name.clone(),
-                    source,
-                })?;
-            let bytes = shape.iter().product::<usize>() * pi.ty.dtype.size_bytes();
-            fresh.push((
-                i,
-                StateBuf {
-                    shape,
-                    buf: AlignedBuf::zeroed(bytes),
-                },
-            ));
-        }
+        let fresh: Vec<(usize, StateBuf)> = call::state_shapes(&self.plan, &self.is_state, sizes)?
+            .into_iter()
+            .map(|(i, shape, bytes)| {
+                (
+                    i,
+                    StateBuf {
+                        shape,
+                        buf: AlignedBuf::zeroed(bytes),
+                    },
+                )
+            })
+            .collect();
         for (i, s) in fresh {
             self.states[i] = Some(s);
         }
@@ -89,23 +66,7 @@ impl CpuExecutor {
     /// dtype, rank and constant dims).
     pub fn set_state(&mut self, name: &str, value: &Tensor) -> Result<(), RuntimeError> {
         let i = self.state_index(name)?;
-        let ty = &self.plan.inputs[i].ty;
-        let mismatch = || RuntimeError::StateType {
-            name: name.to_string(),
-            got: format!("{}{:?}", value.dtype(), value.shape),
-            expected: ty.to_string(),
-        };
-        let n: usize = value.shape.iter().product();
-        if value.dtype() != ty.dtype || value.rank() != ty.rank() || value.data.len() != n {
-            return Err(mismatch());
-        }
-        let mut b = Bindings::new();
-        kiln_ir::types::bind_symbols([(ty.shape.as_slice(), value.shape.as_slice())], &mut b)
-            .map_err(|source| RuntimeError::StateShape {
-                name: name.to_string(),
-                source,
-            })?;
-        let bytes = n * ty.dtype.size_bytes();
+        let bytes = call::check_state_value(&self.plan, i, name, value)?;
         let state = match self.states[i].take() {
             Some(s) if s.buf.len() == bytes => StateBuf {
                 shape: value.shape.clone(),

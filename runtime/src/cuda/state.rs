@@ -7,6 +7,7 @@
 
 use super::device::{self, DevBuf};
 use super::{grow, CudaExecutor, Mode};
+use crate::cpu::call;
 use crate::error::RuntimeError;
 use crate::plan::Storage;
 use kiln_ir::{Bindings, Tensor};
@@ -23,49 +24,21 @@ impl CudaExecutor {
     /// The names of the state inputs (inputs some output aliases), in
     /// input order.
     pub fn state_names(&self) -> Vec<String> {
-        self.plan
-            .inputs
-            .iter()
-            .zip(&self.is_state)
-            .filter(|(_, s)| **s)
-            .map(|(i, _)| i.name.clone())
-            .collect()
+        call::state_names(&self.plan, &self.is_state)
     }
 
     fn state_index(&self, name: &str) -> Result<usize, RuntimeError> {
-        self.plan
-            .inputs
-            .iter()
-            .position(|i| i.name == name)
-            .filter(|&i| self.is_state[i])
-            .ok_or_else(|| RuntimeError::NotState {
-                name: name.to_string(),
-                states: self.state_names().join(", "),
-            })
+        call::state_index(&self.plan, &self.is_state, name)
     }
 
     /// Allocates every state zero-filled at its declared shape under
     /// `sizes`; replaces any state held. A symbol of a state's shape
     /// missing from `sizes` is [`RuntimeError::StateShape`].
     pub fn init_state(&mut self, sizes: &Bindings) -> Result<(), RuntimeError> {
-        let mut shapes = Vec::new();
-        for (i, pi) in self.plan.inputs.iter().enumerate() {
-            if !self.is_state[i] {
-                continue;
-            }
-            let shape = pi
-                .ty
-                .eval_shape(sizes)
-                .map_err(|source| RuntimeError::StateShape {
-                    name: pi.name.clone(),
-                    source,
-                })?;
-            shapes.push((i, shape));
-        }
+        let shapes = call::state_shapes(&self.plan, &self.is_state, sizes)?;
         self.ctx.bind()?;
-        for (i, shape) in shapes {
+        for (i, shape, bytes) in shapes {
             let name = &self.plan.inputs[i].name;
-            let bytes = shape.iter().product::<usize>() * self.plan.inputs[i].ty.dtype.size_bytes();
             let old = self.states[i].take().map(|s| s.buf);
             let buf = grow(&self.ctx, old, bytes, || format!("state `{name}`"))?;
             device::zero(buf.ptr(), bytes, || format!("zeroing state `{name}`"))?;
@@ -78,22 +51,7 @@ impl CudaExecutor {
     /// dtype, rank and constant dims).
     pub fn set_state(&mut self, name: &str, value: &Tensor) -> Result<(), RuntimeError> {
         let i = self.state_index(name)?;
-        let ty = &self.plan.inputs[i].ty;
-        let n: usize = value.shape.iter().product();
-        if value.dtype() != ty.dtype || value.rank() != ty.rank() || value.data.len() != n {
-            return Err(RuntimeError::StateType {
-                name: name.to_string(),
-                got: format!("{}{:?}", value.dtype(), value.shape),
-                expected: ty.to_string(),
-            });
-        }
-        let mut b = Bindings::new();
-        kiln_ir::types::bind_symbols([(ty.shape.as_slice(), value.shape.as_slice())], &mut b)
-            .map_err(|source| RuntimeError::StateShape {
-                name: name.to_string(),
-                source,
-            })?;
-        let bytes = n * ty.dtype.size_bytes();
+        let bytes = call::check_state_value(&self.plan, i, name, value)?;
         let mut host = vec![0u8; bytes];
         crate::memory::write_tensor(value, &mut host);
         self.ctx.bind()?;
