@@ -686,7 +686,10 @@ mod tests {
             driver_version: (13, 0),
         };
         let hint = target_hint(".version 8.0\n.target sm_90a\n", &info).unwrap();
-        assert!(hint.contains("sm_90a") && hint.contains("is sm_80"), "{hint}");
+        assert!(
+            hint.contains("sm_90a") && hint.contains("is sm_80"),
+            "{hint}"
+        );
         assert_eq!(target_hint(".target sm_80\n", &info), None);
         assert_eq!(target_hint("  .target sm_75, debug\n", &info), None);
         assert_eq!(target_hint("no target", &info), None);
