@@ -361,3 +361,50 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// A plan edited by hand (its hash fixed up, so it passes the manifest)
+/// that hands a kernel a buffer of another type is refused at load — a
+/// kernel would otherwise index past that buffer.
+#[test]
+fn a_kernel_given_a_buffer_of_another_type_is_refused_at_load() {
+    let (tmp, art, _) = fixture("edited-plan");
+    let plan_path = art.join("plan.json");
+    let mut plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&plan_path).unwrap()).unwrap();
+    let typed: kiln_runtime::Plan = serde_json::from_value(plan.clone()).unwrap();
+    // The first kernel step, and a buffer whose type differs from its first argument's.
+    let (step, first) = typed
+        .steps
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| match s {
+            kiln_runtime::plan::Step::Kernel { args, .. } => Some((i, args[0])),
+            _ => None,
+        })
+        .unwrap();
+    let other = (0..typed.buffers.len())
+        .find(|&b| typed.buffers[b].ty != typed.buffers[first].ty)
+        .unwrap();
+    plan["steps"][step]["Kernel"]["args"][0] = serde_json::json!(other);
+    std::fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
+    let manifest_path = art.join("manifest.json");
+    let mut manifest: kiln_runtime::artifact::Manifest =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest.files.insert(
+        "plan.json".into(),
+        kiln_runtime::artifact::hash_file(&plan_path).unwrap(),
+    );
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let a = Artifact::open(&art).unwrap();
+    let e = a
+        .load(&Device::Cpu { threads: 1 })
+        .err()
+        .expect("the edited plan must be refused");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, ArtifactError::Runtime { .. }) && msg.contains("is launched on"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -242,6 +242,20 @@ fn compile_steps(
                         k.name
                     )));
                 }
+                // Kernels index their buffers by the types they were
+                // compiled for: a buffer of another type would be read or
+                // written out of bounds.
+                let expected = k.operand_types.iter().chain(&k.result_types);
+                if let Some((b, ty)) = args
+                    .iter()
+                    .zip(expected)
+                    .find(|(b, ty)| plan.buffers[**b].ty != **ty)
+                {
+                    return Err(bad(format!(
+                        "kernel `{}` takes {ty} but is launched on b{b}: {}",
+                        k.name, plan.buffers[*b].ty
+                    )));
+                }
                 RtStep::Kernel {
                     kernel: *kernel,
                     args: args.clone(),
