@@ -11,7 +11,7 @@ artifact in that directory that has a Hugging Face `config.json`:
       weights (the artifact's `weights.safetensors`, widened to f32) on the
       same device; relative L2 must be <= 1e-3 (f32 compute) or 2e-2 (bf16/f16);
   (b) speed: Kiln's prefill (up to 128 tokens) and greedy decode tokens/s
-      (`kiln-run --stats-json`) against transformers' forward pass and
+      (`kiln-run --warmup 1 --stats-json`) against transformers' forward pass and
       `generate` (greedy, KV cache or recurrent state, warmed up,
       synchronized), measured in the same run;
   (c) prints one markdown table and writes it to $OUT/gpu-table.md (and the
@@ -166,7 +166,8 @@ def kiln_generate_stats(kiln, art, tokens, new_tokens, device, tmp):
     stats = Path(tmp) / "stats.json"
     kiln_run(kiln, [str(art), "--tokens", ",".join(map(str, tokens)),
                     "--max-new-tokens", str(new_tokens), "--temperature", "0",
-                    "--ids", "--device", device, "--stats-json", str(stats)])
+                    "--ids", "--device", device, "--warmup", "1",
+                    "--stats-json", str(stats)])
     return json.loads(stats.read_text())
 
 
@@ -341,7 +342,7 @@ def table(rows, header):
         "×torch > 1: Kiln faster. Logits: one fixed sequence of up to "
         f"{LOGITS_TOKENS} seeded tokens, Kiln (prefill, and token by token) vs transformers' "
         "forward pass in f32 on the same weights and device. Kiln prefill: median of "
-        f"{header['repeats']} fresh `kiln-run` processes (each timing its first call); "
+        f"{header['repeats']} `kiln-run` processes, each timing the generation after one warm-up; "
         "torch: median of warmed-up forward passes with the cache on. Decode: greedy from "
         f"{DECODE_PROMPT} tokens, tokens after the first over their time (torch: "
         "(n-1) / (t(generate n) - t(generate 1))).",

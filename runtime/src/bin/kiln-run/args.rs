@@ -85,6 +85,10 @@ pub struct RunArgs {
     /// new_tokens, prefill_ms, decode_tokens_per_s.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    /// Generate this many times, output discarded, before the generation
+    /// that is shown and timed (first-call costs out of the statistics).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub warmup: usize,
     #[command(flatten)]
     pub target: Target,
 }

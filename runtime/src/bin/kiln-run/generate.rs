@@ -46,6 +46,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         (_, Codec::Bytes) => TextStream::bytes(),
         _ => TextStream::Ids,
     };
+    for _ in 0..args.warmup {
+        kiln_runtime::generate::generate(&mut lm, &prompt, &opts, &mut |_| true)
+            .with_context(name)?;
+    }
     let mut out = std::io::stdout().lock();
     let (_, stats) =
         stream_generation(&mut lm, &prompt, &opts, &mut text, &mut out).with_context(name)?;
