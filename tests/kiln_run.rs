@@ -254,6 +254,19 @@ fn text_stats_version_and_errors() {
         "{stats}"
     );
 
+    // `info` verifies and describes without loading.
+    let info = stdout(kiln_run().arg("info").arg(&art));
+    for needle in [
+        "model      tiny-decoder",
+        "runs here  yes",
+        "kv_cache=f32",
+        "input  tokens: i32[seq]",
+        "output logits: f32[seq,256]",
+        "kernels.so",
+    ] {
+        assert!(info.contains(needle), "{needle:?} not in:\n{info}");
+    }
+
     let version = stdout(kiln_run().arg("--version"));
     assert_eq!(
         version.trim(),
@@ -308,6 +321,10 @@ fn text_stats_version_and_errors() {
     reset();
     std::fs::remove_file(broken.join("plan.json")).unwrap();
     fails(kiln_run().arg(&broken).args(gen), &["plan.json", "missing"]);
+    fails(
+        kiln_run().arg("info").arg(&broken),
+        &["plan.json", "missing"],
+    );
 
     // Wrong target: a CPU artifact on a CUDA device.
     reset();

@@ -25,6 +25,12 @@ pub enum Command {
     /// Write a token sequence's logits (prefill, or token by token) as
     /// safetensors (`logits`, f32 [seq, vocab]), like `kiln logits`.
     Logits(LogitsArgs),
+    /// Verify an artifact and show what it holds: target, versions,
+    /// options, inputs, states and outputs, files.
+    Info {
+        /// The artifact directory.
+        artifact: PathBuf,
+    },
 }
 
 /// Where and how to load the artifact.

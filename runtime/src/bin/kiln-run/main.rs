@@ -4,6 +4,7 @@
 //! ```sh
 //! kiln-run ART --prompt "And God said" --max-new-tokens 32 [--device cuda]
 //! kiln-run logits ART --tokens 1,2,3 --out logits.safetensors [--decode]
+//! kiln-run info ART
 //! ```
 //!
 //! Flags and behaviour follow `kiln generate` and `kiln logits`. Every
@@ -11,6 +12,7 @@
 
 mod args;
 mod generate;
+mod info;
 mod load;
 mod logits;
 
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     let result = match cli.command {
         Some(args::Command::Logits(a)) => logits::run(a),
+        Some(args::Command::Info { artifact }) => info::run(artifact),
         None => generate::run(cli.run),
     };
     match result {
