@@ -103,7 +103,7 @@ pub fn compile_artifact(
                 )?;
                 let features = match cpu {
                     None => obj.object.features,
-                    Some(name) => psabi_level_features(name).to_string(),
+                    Some(name) => named_cpu_features(name).to_string(),
                 };
                 let target = TargetSpec::Cpu {
                     triple: obj.object.triple,
@@ -203,17 +203,20 @@ fn write_model_files(model: &LoadedModel, plan: &Plan, dir: &Path) -> Result<(),
     Ok(())
 }
 
-/// The features an x86-64 psABI level guarantees, which the runtime checks
-/// the host for; other CPU names record none (the runtime cannot check them).
-fn psabi_level_features(cpu: &str) -> &'static str {
+/// The features a named CPU is known to have, which the runtime checks the
+/// host for: its x86-64 psABI level's (a model such as `sapphirerapids`
+/// has more — AVX512-VNNI, BF16 — that go unchecked; the level's set is
+/// what the generated code leans on).
+fn named_cpu_features(cpu: &str) -> &'static str {
     const V2: &str = "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt";
     const V3: &str =
         "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+avx,+avx2,+fma,+f16c,+bmi1,+bmi2,+lzcnt,+movbe";
     const V4: &str = "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+avx,+avx2,+fma,+f16c,+bmi1,+bmi2,+lzcnt,+movbe,+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl";
     match cpu {
         "x86-64-v2" => V2,
-        "x86-64-v3" => V3,
-        "x86-64-v4" => V4,
+        "x86-64-v3" | "haswell" | "broadwell" | "skylake" | "alderlake" | "znver2" | "znver3" => V3,
+        "x86-64-v4" | "skylake-avx512" | "cascadelake" | "icelake-server" | "sapphirerapids"
+        | "znver4" => V4,
         _ => "",
     }
 }

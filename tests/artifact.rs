@@ -299,6 +299,17 @@ fn compile_refuses_to_overwrite_what_is_not_an_artifact() {
     let e = compile_artifact(&model, "tiny-decoder", &opts, &keep, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("not a Kiln artifact"), "{e}");
     assert!(keep.join("precious.txt").exists());
+    // A CPU name LLVM does not know is an error (LLVM itself would abort).
+    let bogus = AotOptions {
+        passes: PassOptions::default(),
+        target: AotTarget::Cpu {
+            cpu: Some("bogus".into()),
+        },
+    };
+    let e =
+        compile_artifact(&model, "tiny-decoder", &bogus, &tmp.join("b"), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("unknown CPU `bogus`"), "{e}");
+    assert!(!tmp.join("b").exists());
     // An earlier artifact is replaced.
     let art = tmp.join("art");
     compile(&model, PassOptions::default(), cpu(), &art);

@@ -316,11 +316,38 @@ pub struct HostObject {
     pub features: String,
 }
 
+/// The CPU names `--cpu` takes: the x86-64 psABI levels (portable) and
+/// common server and desktop models. LLVM aborts the process on a name it
+/// does not know, so names are checked against this list first.
+pub const KNOWN_CPUS: &[&str] = &[
+    "x86-64",
+    "x86-64-v2",
+    "x86-64-v3",
+    "x86-64-v4",
+    "haswell",
+    "broadwell",
+    "skylake",
+    "skylake-avx512",
+    "cascadelake",
+    "icelake-server",
+    "sapphirerapids",
+    "alderlake",
+    "znver2",
+    "znver3",
+    "znver4",
+];
+
 /// Lowers CPU MLIR through [`CPU_STAGES`], translates it to LLVM IR and
 /// compiles it, position-independent, at `-O3`, for `cpu` (an LLVM CPU
 /// name such as `x86-64-v3`, with that CPU's features) or, when `None`,
 /// for this machine's CPU and features, as the JIT does.
 pub fn object_cpu(mlir: &str, cpu: Option<&str>) -> Result<HostObject, CodegenError> {
+    if let Some(name) = cpu.filter(|c| !KNOWN_CPUS.contains(c)) {
+        return Err(CodegenError::Aot(format!(
+            "unknown CPU `{name}`; use one of {} (or none for this machine's)",
+            KNOWN_CPUS.join(", ")
+        )));
+    }
     use inkwell::targets::{
         CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget, TargetMachine,
     };
