@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""Kiln against its peers on the CPU, in one run, on the same weights and threads.
+
+Usage (from the repository root; see scripts/bench/README.md):
+
+  .venv-py/bin/python scripts/bench/bench.py [--models llama134m,llama-small,mamba130m,mamba-tiny]
+                                             [--threads 2] [--quick] [--repeats 1] [--json OUT]
+
+For every model: a random-initialized Hugging Face checkpoint is created once
+(seeded, f32, `save_pretrained`, cached in scripts/bench/cache/models/), then
+
+  Kiln     `kiln compile --model DIR --out ART`, then `kiln-run ART --tokens ... --ids
+           --temperature 0 --warmup 1 --threads T --stats-json F`;
+  PyTorch  the same checkpoint with transformers, torch.set_num_threads(T): a prefill
+           forward pass (last position's logits only, as generation needs) and greedy
+           `generate` with the KV cache (or Mamba's recurrent cache);
+  llama.cpp only if `import llama_cpp` works (optional; see the README).
+
+Measured: prefill latency at two prompt lengths, decode tokens/s over N new
+tokens after the shorter prompt ((n-1) tokens over the time after the first),
+and each process's peak RSS (from wait4, one child process per measurement).
+The machine's memory read bandwidth is measured in the same run
+(bandwidth.py) and decode is shown as a fraction of the bandwidth limit:
+(weight bytes read per token) / (bytes/s on T threads).
+
+The checkpoints carry no BOS/EOS/PAD token, so generation never stops early.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CACHE = HERE / "cache"
+sys.path.insert(0, str(HERE))
+import bandwidth  # noqa: E402
+
+NO_SPECIAL_TOKENS = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str  # "llama" or "mamba"
+    config: dict
+    seed: int
+
+
+MODELS = {
+    # The shape of issue 6: 134M parameters, 438 MB of weights read per token.
+    "llama134m": ModelSpec("llama", dict(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=12,
+        intermediate_size=2048, vocab_size=32000, max_position_embeddings=2048,
+        tie_word_embeddings=False, rms_norm_eps=1e-5, **NO_SPECIAL_TOKENS), seed=1),
+    "llama-small": ModelSpec("llama", dict(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+        intermediate_size=688, vocab_size=4096, max_position_embeddings=2048,
+        tie_word_embeddings=False, rms_norm_eps=1e-5, **NO_SPECIAL_TOKENS), seed=2),
+    # The shape of mamba-130m.
+    "mamba130m": ModelSpec("mamba", dict(
+        hidden_size=768, num_hidden_layers=24, state_size=16, expand=2, conv_kernel=4,
+        vocab_size=50280, layer_norm_epsilon=1e-5, **NO_SPECIAL_TOKENS), seed=3),
+    "mamba-tiny": ModelSpec("mamba", dict(
+        hidden_size=256, num_hidden_layers=4, state_size=16, expand=2, conv_kernel=4,
+        vocab_size=4096, layer_norm_epsilon=1e-5, **NO_SPECIAL_TOKENS), seed=4),
+}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def ensure_checkpoint(name: str, spec: ModelSpec) -> Path:
+    """The cached checkpoint of `name`, created (seeded) if missing or stale."""
+    d = CACHE / "models" / name
+    stamp = d / "bench-spec.json"
+    want = json.dumps({"family": spec.family, "config": spec.config, "seed": spec.seed},
+                      sort_keys=True)
+    if stamp.exists() and stamp.read_text() == want and (d / "config.json").exists():
+        return d
+    import torch
+    import transformers
+    from transformers import LlamaConfig, LlamaForCausalLM, MambaConfig, MambaForCausalLM
+
+    transformers.logging.set_verbosity_error()
+    print(f"[{name}] creating a random {spec.family} checkpoint in {d}", flush=True)
+    if d.exists():
+        shutil.rmtree(d)
+    torch.manual_seed(spec.seed)
+    if spec.family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**spec.config))
+    else:
+        model = MambaForCausalLM(MambaConfig(**spec.config))
+    model.to(torch.float32).eval().save_pretrained(d)
+    stamp.write_text(want)
+    return d
+
+
+def safetensors_index(d: Path) -> dict[str, int]:
+    """Tensor name -> bytes, read from the safetensors headers only."""
+    sizes = {}
+    for f in sorted(d.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        for k, v in header.items():
+            if k != "__metadata__":
+                sizes[k] = v["data_offsets"][1] - v["data_offsets"][0]
+    return sizes
+
+
+def bytes_per_token(d: Path) -> tuple[int, int]:
+    """(all weight bytes, weight bytes one decode step must read).
+
+    A decode step reads every weight once, except the input embedding table, of
+    which it reads one row; when the output projection is tied to the embedding
+    the table is read whole as the output projection. KV-cache reads are not
+    counted (small at these lengths next to the weights)."""
+    sizes = safetensors_index(d)
+    total = sum(sizes.values())
+    embed = [k for k in sizes if k.endswith(("embed_tokens.weight", "embeddings.weight"))]
+    untied = "lm_head.weight" in sizes
+    read = total - (sum(sizes[k] for k in embed) if untied else 0)
+    return total, read
+
+
+# ---------------------------------------------------------------- processes
+
+def run_measured(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, int]:
+    """Runs `cmd` to completion; returns its result and its peak RSS in bytes."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, **kw)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        res = subprocess.CompletedProcess(cmd, p.returncode, out.read().decode(),
+                                          err.read().decode())
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    return res, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def prompt_ids(vocab: int, n: int, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(vocab) for _ in range(n)]
+
+
+# ---------------------------------------------------------------- Kiln
+
+def kiln_binaries(build: bool) -> tuple[Path, Path]:
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
+    kiln, run = target / "kiln", target / "kiln-run"
+    if build or not (kiln.exists() and run.exists()):
+        print(f"building kiln and kiln-run (release) into {target}", flush=True)
+        subprocess.run(["cargo", "build", "--release", "-p", "kiln", "-p", "kiln-runtime",
+                        "--bin", "kiln", "--bin", "kiln-run"], cwd=REPO, check=True)
+    return kiln, run
+
+
+def kiln_compile(kiln: Path, name: str, d: Path) -> tuple[Path, float]:
+    art = CACHE / "artifacts" / name
+    t = time.perf_counter()
+    run_measured([str(kiln), "compile", "--model", str(d), "--out", str(art)])
+    return art, time.perf_counter() - t
+
+
+def kiln_generate(run: Path, art: Path, prompt: list[int], new: int, threads: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        stats_file = Path(tmp) / "stats.json"
+        _, rss = run_measured([
+            str(run), str(art), "--tokens", ",".join(map(str, prompt)),
+            "--max-new-tokens", str(new), "--temperature", "0", "--ids", "--warmup", "1",
+            "--threads", str(threads), "--stats-json", str(stats_file)])
+        stats = json.loads(stats_file.read_text())
+    if stats["new_tokens"] != new:
+        raise RuntimeError(f"kiln-run produced {stats['new_tokens']} tokens, asked {new}")
+    return {"prefill_ms": stats["prefill_ms"], "decode_tok_s": stats["decode_tokens_per_s"],
+            "peak_rss": rss}
+
+
+# ---------------------------------------------------------------- PyTorch
+
+def torch_worker(args: argparse.Namespace) -> None:
+    """Runs in its own process (so its peak RSS is its own): one prompt length."""
+    import inspect
+
+    import torch
+    import transformers
+    from transformers import (LlamaForCausalLM, MambaForCausalLM, StoppingCriteria,
+                              StoppingCriteriaList)
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    cls = LlamaForCausalLM if args.family == "llama" else MambaForCausalLM
+    model = cls.from_pretrained(args.model_dir, dtype=torch.float32, local_files_only=True).eval()
+    prompt = torch.tensor([json.loads(args.prompt)], dtype=torch.long)
+    mask = torch.ones_like(prompt)
+    fwd_kw = {"use_cache": True}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        fwd_kw["logits_to_keep"] = 1
+
+    class Clock(StoppingCriteria):
+        """Called once after every new token: records when it was produced."""
+
+        def __init__(self):
+            self.times: list[float] = []
+
+        def __call__(self, input_ids, scores, **kw):
+            self.times.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    def prefill() -> float:
+        t = time.perf_counter()
+        model(prompt, attention_mask=mask, **fwd_kw)
+        return (time.perf_counter() - t) * 1e3
+
+    def generate(new: int) -> float:
+        clock = Clock()
+        out = model.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=new,
+                             min_new_tokens=new, stopping_criteria=StoppingCriteriaList([clock]),
+                             **NO_SPECIAL_TOKENS)
+        n = out.shape[1] - prompt.shape[1]
+        if n != new or len(clock.times) != n:
+            raise RuntimeError(f"generate produced {n} tokens ({len(clock.times)} timed), asked {new}")
+        return (n - 1) / (clock.times[-1] - clock.times[0]) if n > 1 else 0.0
+
+    result = {}
+    with torch.inference_mode():
+        prefill()  # warm-up
+        result["prefill_ms"] = min(prefill() for _ in range(args.repeats))
+        if args.new > 1:
+            generate(min(args.new, 8))  # warm-up
+            result["decode_tok_s"] = max(generate(args.new) for _ in range(args.repeats))
+    Path(args.out).write_text(json.dumps(result))
+
+
+def torch_generate(d: Path, family: str, prompt: list[int], new: int, threads: int,
+                   repeats: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "torch.json"
+        _, rss = run_measured([
+            sys.executable, __file__, "--torch-worker", "--model-dir", str(d), "--family", family,
+            "--prompt", json.dumps(prompt), "--new", str(new), "--threads", str(threads),
+            "--repeats", str(repeats), "--out", str(out)])
+        res = json.loads(out.read_text())
+    res["peak_rss"] = rss
+    return res
+
+
+# ---------------------------------------------------------------- llama.cpp
+
+def llama_cpp_available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+        import gguf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- the table
+
+def speed_ratio(kiln, peer, higher_is_better: bool):
+    if kiln is None or peer is None or kiln == 0 or peer == 0:
+        return None
+    return kiln / peer if higher_is_better else peer / kiln
+
+
+def fmt(v, spec=".1f", suffix=""):
+    return "—" if v is None else f"{v:{spec}}{suffix}"
+
+
+def print_table(results: dict, bw: dict, threads: int) -> None:
+    gbps = bw[str(threads)]["best_gbps"]
+    print()
+    print(f"memory read bandwidth (best of passes): 1 thread {bw['1']['best_gbps']:.1f} GB/s, "
+          f"{threads} threads {gbps:.1f} GB/s")
+    head = (f"{'model':<12} {'metric':<16} {'Kiln':>9} {'PyTorch':>9} {'llama.cpp':>9} "
+            f"{'K vs PT':>8} {'K vs lc':>8}  bandwidth limit")
+    print(head)
+    print("-" * len(head) + "-" * 14)
+    for name, r in results.items():
+        k, pt, lc = r["kiln"], r["pytorch"], r.get("llama_cpp", {})
+        rows = [(f"prefill {n} ms", f"prefill{n}_ms", False) for n in r["prompt_lengths"]]
+        rows += [(f"decode tok/s", "decode_tok_s", True), ("peak RSS MiB", "peak_rss_mib", None)]
+        for label, key, higher in rows:
+            kv, pv, lv = k.get(key), pt.get(key), lc.get(key)
+            if higher is None:  # memory: plain ratio Kiln/peer, lower is better
+                rp = None if kv is None or not pv else kv / pv
+                rl = None if kv is None or not lv else kv / lv
+            else:
+                rp, rl = speed_ratio(kv, pv, higher), speed_ratio(kv, lv, higher)
+            extra = ""
+            if key == "decode_tok_s":
+                limit = gbps * 1e9 / r["bytes_per_token"]
+                extra = (f"  {limit:.0f} tok/s: Kiln {fmt(kv and kv / limit * 100, '.0f', '%')}"
+                         f", PyTorch {fmt(pv and pv / limit * 100, '.0f', '%')}"
+                         f", llama.cpp {fmt(lv and lv / limit * 100, '.0f', '%')}")
+            print(f"{name:<12} {label:<16} {fmt(kv):>9} {fmt(pv):>9} {fmt(lv):>9} "
+                  f"{fmt(rp, '.2f', '×'):>8} {fmt(rl, '.2f', '×'):>8}{extra}")
+    print("K vs PT / K vs lc: speed ratio (>1: Kiln faster) for latency and tok/s; "
+          "Kiln/peer for peak RSS (<1: Kiln smaller).")
+
+
+# ---------------------------------------------------------------- main
+
+def bench_model(name: str, args, kiln_bins) -> dict:
+    spec = MODELS[name]
+    d = ensure_checkpoint(name, spec)
+    total, per_token = bytes_per_token(d)
+    vocab = spec.config["vocab_size"]
+    lengths = [32, 128] if args.quick else [128, 1024]
+    new = 16 if args.quick else 128
+    print(f"[{name}] weights {total / 1e6:.0f} MB, {per_token / 1e6:.0f} MB read per decoded token",
+          flush=True)
+    r = {"bytes_total": total, "bytes_per_token": per_token, "prompt_lengths": lengths,
+         "new_tokens": new, "kiln": {}, "pytorch": {}}
+
+    kiln, run = kiln_bins
+    art, secs = kiln_compile(kiln, name, d)
+    r["kiln"]["compile_s"] = secs
+    print(f"[{name}] kiln compile {secs:.1f} s", flush=True)
+    peaks = {"kiln": [], "pytorch": []}
+    for i, n in enumerate(lengths):
+        prompt = prompt_ids(vocab, n, seed=n)
+        # The first (shorter) prompt also times decode; longer ones only prefill.
+        steps = new if i == 0 else 1
+        best = None
+        for _ in range(args.repeats):
+            m = kiln_generate(run, art, prompt, steps, args.threads)
+            peaks["kiln"].append(m["peak_rss"])
+            if best is None:
+                best = m
+            else:
+                best["prefill_ms"] = min(best["prefill_ms"], m["prefill_ms"])
+                best["decode_tok_s"] = max(best["decode_tok_s"], m["decode_tok_s"])
+        r["kiln"][f"prefill{n}_ms"] = best["prefill_ms"]
+        if i == 0:
+            r["kiln"]["decode_tok_s"] = best["decode_tok_s"]
+        print(f"[{name}] kiln    prompt {n}: {best}", flush=True)
+        m = torch_generate(d, spec.family, prompt, steps, args.threads, args.repeats)
+        peaks["pytorch"].append(m["peak_rss"])
+        r["pytorch"][f"prefill{n}_ms"] = m["prefill_ms"]
+        if i == 0:
+            r["pytorch"]["decode_tok_s"] = m["decode_tok_s"]
+        print(f"[{name}] pytorch prompt {n}: {m}", flush=True)
+    for peer, v in peaks.items():
+        r[peer]["peak_rss_mib"] = max(v) / 2**20
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="llama134m,llama-small,mamba130m,mamba-tiny",
+                    help=f"comma-separated, from: {', '.join(MODELS)}")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: prompts of 32 and 128 tokens, 16 new tokens")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="timed runs per measurement (after a warm-up); the best is kept")
+    ap.add_argument("--build", action="store_true", help="cargo build --release kiln first")
+    ap.add_argument("--json", type=Path, help="also write all results here")
+    # Internal: the PyTorch measurement process.
+    ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--family", help=argparse.SUPPRESS)
+    ap.add_argument("--prompt", help=argparse.SUPPRESS)
+    ap.add_argument("--new", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.torch_worker:
+        torch_worker(args)
+        return
+
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+    if args.threads < 1 or args.repeats < 1:
+        ap.error("--threads and --repeats must be at least 1")
+
+    load_before = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    kiln_bins = kiln_binaries(args.build)
+    print("measuring memory bandwidth ...", flush=True)
+    bw = bandwidth.measure(args.threads, mib=1024, repeats=10, cache=CACHE)
+    if not llama_cpp_available():
+        print("llama.cpp: not installed (pip install llama-cpp-python gguf — ~10 min build)",
+              flush=True)
+    else:
+        print("llama.cpp: installed, but this script does not drive it yet (GGUF conversion "
+              "is still to be written); its columns stay empty", flush=True)
+    results = {name: bench_model(name, args, kiln_bins) for name in names}
+    load_after = os.getloadavg()
+
+    print_table(results, bw, args.threads)
+    machine = f"{platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    print(f"date {started:%Y-%m-%d %H:%M} UTC; machine {machine}; threads {args.threads}; "
+          f"{'quick' if args.quick else 'full'}; load average before "
+          f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, after "
+          f"{load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "date": started.isoformat(), "machine": machine, "threads": args.threads,
+            "quick": args.quick, "load_before": load_before, "load_after": load_after,
+            "bandwidth": bw, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
