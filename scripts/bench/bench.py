@@ -18,7 +18,7 @@ For every model: a random-initialized Hugging Face checkpoint is created once
 
 Measured: prefill latency at two prompt lengths, decode tokens/s over N new
 tokens after the shorter prompt ((n-1) tokens over the time after the first),
-and each process's peak RSS (from wait4, one child process per measurement).
+and each process's peak RSS (GNU /usr/bin/time, one process per measurement).
 The machine's memory read bandwidth is measured in the same run
 (bandwidth.py) and decode is shown as a fraction of the bandwidth limit:
 (weight bytes read per token) / (bytes/s on T threads).
@@ -136,19 +136,26 @@ def bytes_per_token(d: Path) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- processes
 
-def run_measured(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, int]:
-    """Runs `cmd` to completion; returns its result and its peak RSS in bytes."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, **kw)
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        res = subprocess.CompletedProcess(cmd, p.returncode, out.read().decode(),
-                                          err.read().decode())
+def run_measured(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, int | None]:
+    """Runs `cmd` to completion; returns its result and its peak RSS in bytes.
+
+    The peak comes from GNU time (`/usr/bin/time -f %M`), not from this
+    process's wait4: Linux carries the pre-exec address space's high-water mark
+    into the child's ru_maxrss, so a child forked from this Python process (with
+    torch loaded) would report this process's size. None if GNU time is absent."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file = Path(tmp) / "rss"
+        full = cmd
+        if Path("/usr/bin/time").exists():
+            full = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] + cmd
+        res = subprocess.run(full, capture_output=True, text=True, **kw)
+        rss = None
+        if rss_file.exists():
+            lines = rss_file.read_text().split()
+            rss = int(lines[-1]) * 1024 if lines and lines[-1].isdigit() else None
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    return res, usage.ru_maxrss * 1024  # Linux reports KiB
+    return res, rss
 
 
 def prompt_ids(vocab: int, n: int, seed: int = 0) -> list[int]:
@@ -356,7 +363,8 @@ def bench_model(name: str, args, kiln_bins) -> dict:
             r["pytorch"]["decode_tok_s"] = m["decode_tok_s"]
         print(f"[{name}] pytorch prompt {n}: {m}", flush=True)
     for peer, v in peaks.items():
-        r[peer]["peak_rss_mib"] = max(v) / 2**20
+        known = [x for x in v if x is not None]
+        r[peer]["peak_rss_mib"] = max(known) / 2**20 if known else None
     return r
 
 
