@@ -300,7 +300,7 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
     for name, r in results.items():
         k, pt, lc = r["kiln"], r["pytorch"], r.get("llama_cpp", {})
         rows = [(f"prefill {n} ms", f"prefill{n}_ms", False) for n in r["prompt_lengths"]]
-        rows += [(f"decode tok/s", "decode_tok_s", True), ("peak RSS MiB", "peak_rss_mib", None)]
+        rows += [("decode tok/s", "decode_tok_s", True), ("peak RSS MiB", "peak_rss_mib", None)]
         for label, key, higher in rows:
             kv, pv, lv = k.get(key), pt.get(key), lc.get(key)
             if higher is None:  # memory: plain ratio Kiln/peer, lower is better
