@@ -19,7 +19,7 @@ fn check_type(t: &Tensor, expected: &TensorType) -> bool {
 /// Checks the inputs are exactly the plan's (less the state when `step`)
 /// with the right dtypes and ranks; in step mode every state must be held
 /// (`state_ready`).
-pub(crate) fn check_inputs(
+fn check_inputs(
     plan: &Plan,
     is_state: &[bool],
     step: bool,
@@ -77,7 +77,7 @@ pub(crate) fn check_inputs(
 /// shapes of the inputs (`shape(i)`: the caller's tensor, or in step mode
 /// the kept state's shape); every symbol must end up bound.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn bind_sizes<'a>(
+fn bind_sizes<'a>(
     plan: &Plan,
     program: &'a Program,
     is_state: &[bool],
@@ -143,22 +143,51 @@ pub(crate) fn grid_blocks(grid: &[(SymDim, usize)], sizes: &[i64]) -> Result<usi
     Ok(n)
 }
 
-/// Where a call's sizes land: bytes per buffer, blocks per kernel, bytes
-/// per arena slot (each indexed like the plan's buffers, kernels, slots).
-pub(crate) struct Sizing<'a> {
+/// Where a call's sizes land: the symbols' values (and which are bound),
+/// bytes per buffer, blocks per kernel, bytes per arena slot (each indexed
+/// like the plan's symbols, buffers, kernels, slots).
+pub(crate) struct CallSizes<'a> {
+    pub sizes: &'a mut [i64],
+    pub known: &'a mut [bool],
     pub bytes: &'a mut [usize],
     pub blocks: &'a mut [usize],
     pub slot_bytes: &'a mut [usize],
 }
 
+/// Everything a call does before touching memory, the same for every
+/// executor: checks the inputs ([`check_inputs`]), binds the sizes from
+/// `given` and the shapes of the inputs — in step mode, of the kept state
+/// (`state_shape(i)`, `None` when input `i` holds none) — ([`bind_sizes`]),
+/// then sizes every buffer, grid and arena slot and checks the ranges
+/// ([`size_call`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare<'a>(
+    plan: &Plan,
+    program: &'a Program,
+    is_state: &[bool],
+    step: bool,
+    state_shape: impl Fn(usize) -> Option<&'a [usize]>,
+    inputs: &'a BTreeMap<String, Tensor>,
+    given: &Bindings,
+    out: CallSizes,
+) -> Result<(), RuntimeError> {
+    check_inputs(plan, is_state, step, |i| state_shape(i).is_some(), inputs)?;
+    let shape = |i: usize| -> &'a [usize] {
+        if step && is_state[i] {
+            return state_shape(i).unwrap_or(&[]);
+        }
+        inputs.get(&plan.inputs[i].name).map_or(&[], |t| &t.shape)
+    };
+    bind_sizes(
+        plan, program, is_state, step, shape, given, out.sizes, out.known,
+    )?;
+    size_call(plan, program, out)
+}
+
 /// Evaluates buffer sizes, grids and range checks under the bound sizes,
 /// and the bytes each arena slot needs.
-pub(crate) fn size_call(
-    plan: &Plan,
-    program: &Program,
-    sizes: &[i64],
-    out: Sizing,
-) -> Result<(), RuntimeError> {
+fn size_call(plan: &Plan, program: &Program, out: CallSizes) -> Result<(), RuntimeError> {
+    let sizes: &[i64] = out.sizes;
     for (b, numel) in program.numel.iter().enumerate() {
         let n = numel.eval_usize(sizes)?;
         let sz = plan.buffers[b].ty.dtype.size_bytes();

@@ -187,83 +187,32 @@ impl CpuExecutor {
         self.execute(Mode::Run, inputs, sizes)
     }
 
-    /// The shape of input `i`'s tensor for this call.
-    fn input_shape<'a>(
-        &'a self,
-        mode: Mode,
-        i: usize,
-        inputs: &'a BTreeMap<String, Tensor>,
-    ) -> &'a [usize] {
-        if mode == Mode::Step && self.is_state[i] {
-            return self.states[i].as_ref().map_or(&[], |s| &s.shape);
-        }
-        inputs
-            .get(&self.plan.inputs[i].name)
-            .map_or(&[], |t| &t.shape)
-    }
-
-    /// Checks the inputs are exactly the plan's (less the state in step
-    /// mode) with the right dtypes and ranks.
-    fn check_inputs(
-        &self,
-        mode: Mode,
-        inputs: &BTreeMap<String, Tensor>,
-    ) -> Result<(), RuntimeError> {
-        call::check_inputs(
-            &self.plan,
-            &self.is_state,
-            mode == Mode::Step,
-            |i| self.states[i].is_some(),
-            inputs,
-        )
-    }
-
-    /// Binds every symbol: given sizes first, then the inputs' (and in step
-    /// mode the states') shapes; every symbol must end up bound.
-    fn bind(
+    /// Checks the inputs, binds the sizes, sizes every buffer and grid
+    /// (with the range guards), and grows the arena.
+    fn prepare(
         &mut self,
         mode: Mode,
         inputs: &BTreeMap<String, Tensor>,
         sizes: &Bindings,
     ) -> Result<(), RuntimeError> {
-        let mut vals = std::mem::take(&mut self.machine.sizes);
-        let mut known = std::mem::take(&mut self.machine.known);
-        let r = self.bind_into(mode, inputs, sizes, &mut vals, &mut known);
-        self.machine.sizes = vals;
-        self.machine.known = known;
-        r
-    }
-
-    fn bind_into(
-        &self,
-        mode: Mode,
-        inputs: &BTreeMap<String, Tensor>,
-        sizes: &Bindings,
-        vals: &mut [i64],
-        known: &mut [bool],
-    ) -> Result<(), RuntimeError> {
-        call::bind_sizes(
+        let m = &mut self.machine;
+        let states = &self.states;
+        call::prepare(
             &self.plan,
             &self.program,
             &self.is_state,
             mode == Mode::Step,
-            |i| self.input_shape(mode, i, inputs),
+            |i| states[i].as_ref().map(|s| s.shape.as_slice()),
+            inputs,
             sizes,
-            vals,
-            known,
-        )
-    }
-
-    /// Evaluates buffer sizes, grids and range checks under the bound sizes
-    /// and grows the arena.
-    fn size_everything(&mut self) -> Result<(), RuntimeError> {
-        let m = &mut self.machine;
-        let sizing = call::Sizing {
-            bytes: &mut m.bytes,
-            blocks: &mut m.blocks,
-            slot_bytes: &mut m.slot_bytes,
-        };
-        call::size_call(&self.plan, &self.program, &m.sizes, sizing)?;
+            call::CallSizes {
+                sizes: &mut m.sizes,
+                known: &mut m.known,
+                bytes: &mut m.bytes,
+                blocks: &mut m.blocks,
+                slot_bytes: &mut m.slot_bytes,
+            },
+        )?;
         for (slot, &bytes) in m.slot_bytes.iter().enumerate() {
             self.arena[slot].ensure(bytes);
         }
@@ -280,9 +229,7 @@ impl CpuExecutor {
         inputs: &BTreeMap<String, Tensor>,
         sizes: &Bindings,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
-        self.check_inputs(mode, inputs)?;
-        self.bind(mode, inputs, sizes)?;
-        self.size_everything()?;
+        self.prepare(mode, inputs, sizes)?;
         for (i, pi) in self.plan.inputs.iter().enumerate() {
             if mode == Mode::Step && self.is_state[i] {
                 continue;

@@ -235,21 +235,6 @@ impl CudaExecutor {
         self.execute(Mode::Run, inputs, sizes)
     }
 
-    /// The shape of input `i`'s tensor for this call.
-    fn input_shape<'a>(
-        &'a self,
-        mode: Mode,
-        i: usize,
-        inputs: &'a BTreeMap<String, Tensor>,
-    ) -> &'a [usize] {
-        if mode == Mode::Step && self.is_state[i] {
-            return self.states[i].as_ref().map_or(&[], |s| &s.shape);
-        }
-        inputs
-            .get(&self.plan.inputs[i].name)
-            .map_or(&[], |t| &t.shape)
-    }
-
     /// Checks the inputs, binds the sizes, sizes every buffer and grid
     /// (with the range guards), and grows the arena.
     fn prepare(
@@ -258,35 +243,24 @@ impl CudaExecutor {
         inputs: &BTreeMap<String, Tensor>,
         sizes: &Bindings,
     ) -> Result<(), RuntimeError> {
-        call::check_inputs(
-            &self.plan,
-            &self.is_state,
-            mode == Mode::Step,
-            |i| self.states[i].is_some(),
-            inputs,
-        )?;
-        let mut vals = std::mem::take(&mut self.machine.sizes);
-        let mut known = std::mem::take(&mut self.machine.known);
-        let r = call::bind_sizes(
+        let m = &mut self.machine;
+        let states = &self.states;
+        call::prepare(
             &self.plan,
             &self.program,
             &self.is_state,
             mode == Mode::Step,
-            |i| self.input_shape(mode, i, inputs),
+            |i| states[i].as_ref().map(|s| s.shape.as_slice()),
+            inputs,
             sizes,
-            &mut vals,
-            &mut known,
-        );
-        self.machine.sizes = vals;
-        self.machine.known = known;
-        r?;
-        let m = &mut self.machine;
-        let sizing = call::Sizing {
-            bytes: &mut m.bytes,
-            blocks: &mut m.blocks,
-            slot_bytes: &mut m.slot_bytes,
-        };
-        call::size_call(&self.plan, &self.program, &m.sizes, sizing)?;
+            call::CallSizes {
+                sizes: &mut m.sizes,
+                known: &mut m.known,
+                bytes: &mut m.bytes,
+                blocks: &mut m.blocks,
+                slot_bytes: &mut m.slot_bytes,
+            },
+        )?;
         for (slot, &bytes) in m.slot_bytes.iter().enumerate() {
             ensure(&self.ctx, &mut self.arena[slot], bytes, || {
                 format!("arena slot {slot}")
