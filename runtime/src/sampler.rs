@@ -276,3 +276,30 @@ mod tests {
         assert_eq!(s.sample(&[0.0, f32::NAN]), Err(SamplingError::NaN(1)));
     }
 }
+
+/// The sampling flags of `kiln generate`, `kiln run` and `kiln-run`: each
+/// given flag overrides the model's defaults.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct SamplingFlags {
+    /// 0 = greedy. Default: the model's (its generation_config.json; greedy without one).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingFlags {
+    /// `defaults` with the given flags applied, and the seed.
+    pub fn over(&self, defaults: &SamplingConfig) -> SamplingConfig {
+        SamplingConfig {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_k: self.top_k.or(defaults.top_k),
+            top_p: self.top_p.or(defaults.top_p),
+            seed: self.seed,
+        }
+    }
+}

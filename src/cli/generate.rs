@@ -9,7 +9,7 @@ use kiln::model::{LoadedModel, TextCodec};
 use kiln_passes::PassOptions;
 use kiln_runtime::generate::GenerateOptions;
 use kiln_runtime::lm::text::{stats_line, stream_generation, TextStream};
-use kiln_runtime::sampler::SamplingConfig;
+use kiln_runtime::sampler::SamplingFlags;
 use std::time::Instant;
 
 /// Model, compilation and sampling flags shared by `generate` and `run`.
@@ -23,15 +23,9 @@ pub struct Common {
     pub tokens: Option<Vec<u32>>,
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
-    /// 0 = greedy. Default: the model's generation_config.json (greedy without one).
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    #[arg(long)]
-    pub top_p: Option<f32>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Sampling; `--seed` also seeds a built-in model's random weights.
+    #[command(flatten)]
+    pub sampling: SamplingFlags,
     /// Print token ids instead of text.
     #[arg(long)]
     pub ids: bool,
@@ -95,17 +89,7 @@ pub fn stream(
         },
         (None, None) => bail!("give --prompt TEXT or --tokens IDS"),
     };
-    let mut sampling: SamplingConfig = model.sampling.clone();
-    if let Some(t) = c.temperature {
-        sampling.temperature = t;
-    }
-    if c.top_k.is_some() {
-        sampling.top_k = c.top_k;
-    }
-    if c.top_p.is_some() {
-        sampling.top_p = c.top_p;
-    }
-    sampling.seed = c.seed;
+    let sampling = c.sampling.over(&model.sampling);
     let opts = GenerateOptions {
         max_new_tokens: c.max_new_tokens.unwrap_or(default_tokens),
         sampling,
@@ -127,6 +111,6 @@ pub fn stream(
 
 pub fn run(args: Args, passes: PassOptions) -> anyhow::Result<()> {
     let c = &args.common;
-    let (model, mut lm, _) = compile(&args.model, c.seed, c.threads, c.ctx, passes)?;
+    let (model, mut lm, _) = compile(&args.model, c.sampling.seed, c.threads, c.ctx, passes)?;
     stream(&model, &mut lm, c, 64)
 }

@@ -24,7 +24,8 @@ pub fn run(mut args: Args, passes: PassOptions) -> anyhow::Result<()> {
     if c.prompt.is_none() && c.tokens.is_none() {
         c.prompt = Some("And God said".into());
     }
-    let (model, mut lm, compile_ms) = compile(&args.model, c.seed, c.threads, c.ctx, passes)?;
+    let (model, mut lm, compile_ms) =
+        compile(&args.model, c.sampling.seed, c.threads, c.ctx, passes)?;
     let r = lm.executable().report();
     eprintln!(
         "kiln: {} — {} kernels, {} steps, compiled in {:.0} ms",

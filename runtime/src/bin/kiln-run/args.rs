@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use kiln_runtime::artifact::{Device, KILN_VERSION};
+use kiln_runtime::sampler::SamplingFlags;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -72,15 +73,8 @@ pub struct RunArgs {
     pub tokens: Option<Vec<u32>>,
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
-    /// 0 = greedy. Default: the artifact's sampling defaults.
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    #[arg(long)]
-    pub top_p: Option<f32>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingFlags,
     /// Print token ids instead of text.
     #[arg(long)]
     pub ids: bool,

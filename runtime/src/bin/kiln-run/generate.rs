@@ -25,16 +25,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         (None, None) => bail!("give --prompt TEXT or --tokens IDS"),
     };
-    let mut sampling = generation.sampling.to_config(args.seed);
-    if let Some(t) = args.temperature {
-        sampling.temperature = t;
-    }
-    if args.top_k.is_some() {
-        sampling.top_k = args.top_k;
-    }
-    if args.top_p.is_some() {
-        sampling.top_p = args.top_p;
-    }
+    let sampling = args.sampling.over(&generation.sampling.to_config(0));
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampling,
