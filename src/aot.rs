@@ -168,11 +168,11 @@ fn write_model_files(model: &LoadedModel, plan: &Plan, dir: &Path) -> Result<(),
         .map_err(|e| KilnError::Model(format!("serializing the plan: {e}")))?;
     write(&dir.join(artifact::PLAN), &plan_json)?;
 
-    let mut weights: BTreeMap<String, Tensor> = BTreeMap::new();
+    // Borrowed: the weights are written where they lie, not copied first.
+    let mut weights: BTreeMap<String, &Tensor> = BTreeMap::new();
     for b in &plan.buffers {
         if let Storage::Param(name) = &b.storage {
-            let t = model.weights.get(name)?;
-            weights.insert(name.clone(), t.clone());
+            weights.insert(name.clone(), model.weights.get(name)?);
         }
     }
     kiln_models::hf::save_safetensors(dir.join(artifact::WEIGHTS), &weights)?;

@@ -1,4 +1,4 @@
-//! A safetensors writer: tensors in their stored dtype (`F64` storage as
+//! A safetensors writer (of owned or borrowed tensors): tensors in their stored dtype (`F64` storage as
 //! `F64`), sorted by name, laid out back to back, the header padded with
 //! spaces to a multiple of 8 bytes so the data section starts aligned.
 
@@ -6,6 +6,7 @@ use super::dtype::{self, Dtype};
 use super::error::LoadError;
 use kiln_ir::Tensor;
 use serde_json::{json, Map, Value};
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -14,7 +15,7 @@ use std::path::Path;
 /// Writes `tensors` to `path` as safetensors.
 pub fn save_safetensors(
     path: impl AsRef<Path>,
-    tensors: &BTreeMap<String, Tensor>,
+    tensors: &BTreeMap<String, impl Borrow<Tensor>>,
 ) -> Result<(), LoadError> {
     save_safetensors_with_metadata(path, tensors, &BTreeMap::new())
 }
@@ -23,7 +24,7 @@ pub fn save_safetensors(
 /// whole or not at all: it is written next to `path` and renamed into place.
 pub fn save_safetensors_with_metadata(
     path: impl AsRef<Path>,
-    tensors: &BTreeMap<String, Tensor>,
+    tensors: &BTreeMap<String, impl Borrow<Tensor>>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), LoadError> {
     let path = path.as_ref();
@@ -56,7 +57,7 @@ pub fn save_safetensors_with_metadata(
 
 /// The whole file in memory.
 pub fn serialize_safetensors(
-    tensors: &BTreeMap<String, Tensor>,
+    tensors: &BTreeMap<String, impl Borrow<Tensor>>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, LoadError> {
     let header = header_bytes(tensors, metadata)?;
@@ -71,19 +72,19 @@ pub fn serialize_safetensors(
 fn write_to(
     w: &mut impl Write,
     header: &[u8],
-    tensors: &BTreeMap<String, Tensor>,
+    tensors: &BTreeMap<String, impl Borrow<Tensor>>,
 ) -> std::io::Result<()> {
     w.write_all(&(header.len() as u64).to_le_bytes())?;
     w.write_all(header)?;
     for t in tensors.values() {
-        w.write_all(&dtype::to_bytes(&t.data))?;
+        w.write_all(&dtype::to_bytes(&t.borrow().data))?;
     }
     w.flush()
 }
 
 /// The JSON header, padded. Checks every tensor's data against its shape.
 fn header_bytes(
-    tensors: &BTreeMap<String, Tensor>,
+    tensors: &BTreeMap<String, impl Borrow<Tensor>>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, LoadError> {
     let mut map = Map::new();
@@ -92,6 +93,7 @@ fn header_bytes(
     }
     let mut offset = 0u64;
     for (name, t) in tensors {
+        let t: &Tensor = t.borrow();
         let bad = |message: String| LoadError::BadTensor {
             tensor: name.clone(),
             message,
