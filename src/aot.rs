@@ -226,13 +226,7 @@ fn options_text(passes: &PassOptions) -> BTreeMap<String, String> {
     let mut o = BTreeMap::new();
     let attention = match &passes.prflash {
         None => "exact".to_string(),
-        Some(c) => format!(
-            "prflash:block={},c={},seed={}{}",
-            c.block,
-            c.c,
-            c.seed,
-            if c.per_head { "" } else { ",shared" }
-        ),
+        Some(c) => c.to_string(),
     };
     o.insert("attention".into(), attention);
     let kv = match &passes.kv_cache {

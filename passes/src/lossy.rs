@@ -37,6 +37,22 @@ impl Default for PrFlashConfig {
     }
 }
 
+/// The option text [`PrFlashConfig::parse`] reads back:
+/// `prflash:block=64,c=4,seed=0` (`,shared` when not per head).
+impl std::fmt::Display for PrFlashConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "prflash:block={},c={},seed={}",
+            self.block, self.c, self.seed
+        )?;
+        if !self.per_head {
+            f.write_str(",shared")?;
+        }
+        Ok(())
+    }
+}
+
 impl PrFlashConfig {
     /// Parses `prflash[:block=64,c=4,seed=0,per_head|shared]` (every part optional).
     pub fn parse(text: &str) -> Result<PrFlashConfig, String> {

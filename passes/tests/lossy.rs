@@ -89,4 +89,13 @@ fn the_option_parser_has_defaults_and_names_bad_parts() {
         let e = PrFlashConfig::parse(bad).unwrap_err();
         assert!(e.contains(says), "{bad}: {e}");
     }
+    // The text form parses back to the same options.
+    for text in [
+        "prflash:block=32,c=2.5,seed=7,shared",
+        "prflash:block=64,c=4,seed=0",
+    ] {
+        let c = PrFlashConfig::parse(text).unwrap();
+        assert_eq!(c.to_string(), text);
+        assert_eq!(PrFlashConfig::parse(&c.to_string()).unwrap(), c);
+    }
 }
