@@ -2,12 +2,19 @@
 """Memory read bandwidth of this machine, measured by a STREAM-like read kernel.
 
 stream_read.c is compiled at run time with `cc -O3 -march=native` (so the
-loop uses the host's widest vector loads) into the benchmark's cache dir, then
+loops use the host's widest vector loads) into the benchmark's cache dir, then
 run on 1 thread and on N threads over an array far larger than the last-level
-cache. Each run repeats the pass several times and keeps the best.
+cache. Each run repeats the pass several times and keeps the best pass.
+
+Every read kernel the build has (plain C, explicit AVX-512, AVX-512 with
+software prefetch; see stream_read.c) is run, on an array backed by
+transparent huge pages where the kernel grants them, and the fastest is kept
+per thread count: the bandwidth limit that decode is compared to should be the
+most this machine was seen to read, not what one loop happens to reach.
 
 Usage:  python scripts/bench/bandwidth.py [--threads N] [--mib 1024] [--repeats 10]
-Prints one JSON object: {"1": {...}, "N": {...}} with best_gbps per thread count.
+Prints one JSON object: {"1": {...}, "N": {...}}: best_gbps (and the kernel
+that reached it) per thread count, and every kernel's result under "runs".
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "stream_read.c"
 DEFAULT_CACHE = HERE / "cache"
+PAGES = ("huge", "small")
 
 
 def build(cache: Path) -> Path:
@@ -35,16 +43,30 @@ def build(cache: Path) -> Path:
     return exe
 
 
-def measure(threads: int, mib: int = 1024, repeats: int = 10, cache: Path = DEFAULT_CACHE) -> dict:
-    """Read bandwidth on 1 thread and on `threads` threads; GB/s = 1e9 bytes/s."""
+def kernels(exe: Path) -> list[str]:
+    return subprocess.run([str(exe), "kernels"], check=True, capture_output=True,
+                          text=True).stdout.split()
+
+
+def measure(threads: int, mib: int = 1024, repeats: int = 10, cache: Path = DEFAULT_CACHE,
+            kernel_names: list[str] | None = None, pages: tuple[str, ...] = PAGES) -> dict:
+    """Best read bandwidth on 1 and on `threads` threads; GB/s = 1e9 bytes/s."""
     exe = build(cache)
+    names = kernel_names or kernels(exe)
     results = {}
     for t in sorted({1, threads}):
-        out = subprocess.run(
-            [str(exe), str(mib), str(t), str(repeats)],
-            check=True, capture_output=True, text=True,
-        ).stdout
-        results[str(t)] = json.loads(out)
+        runs = []
+        for k in names:
+            for p in pages:
+                out = subprocess.run([str(exe), str(mib), str(t), str(repeats), k, p],
+                                     check=True, capture_output=True, text=True).stdout
+                runs.append(json.loads(out))
+        # Every kernel reads the same bytes; equal sums show none skipped any.
+        if len({r["checksum"] for r in runs}) != 1:
+            raise RuntimeError(f"read kernels disagree on the array's sum: {runs}")
+        best = max(runs, key=lambda r: r["best_gbps"])
+        results[str(t)] = {"best_gbps": best["best_gbps"], "kernel": best["kernel"],
+                           "huge_pages": best["huge_pages"], "runs": runs}
     return results
 
 
@@ -53,9 +75,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--mib", type=int, default=1024, help="array size in MiB (make it >> L3)")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--kernels", help="comma-separated subset of the kernels (default: all built)")
+    ap.add_argument("--pages", default=",".join(PAGES), help="huge, small or both (default)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = ap.parse_args()
-    print(json.dumps(measure(args.threads, args.mib, args.repeats, args.cache), indent=2))
+    names = args.kernels.split(",") if args.kernels else None
+    pages = tuple(p for p in args.pages.split(",") if p)
+    print(json.dumps(measure(args.threads, args.mib, args.repeats, args.cache, names, pages), indent=2))
 
 
 if __name__ == "__main__":

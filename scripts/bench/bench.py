@@ -14,7 +14,10 @@ For every model: a random-initialized Hugging Face checkpoint is created once
   PyTorch  the same checkpoint with transformers, torch.set_num_threads(T): a prefill
            forward pass (last position's logits only, as generation needs) and greedy
            `generate` with the KV cache (or Mamba's recurrent cache);
-  llama.cpp only if `import llama_cpp` works (optional; see the README).
+  llama.cpp only if `import llama_cpp, gguf` works (optional; see the README): an f32
+           GGUF of the same checkpoint (gguf_export.py), checked against transformers'
+           logits and greedy tokens first (llamacpp_peer.py verify; a model that fails
+           is not timed), then timed through the C API (llamacpp_peer.py measure).
 
 Measured: prefill latency at two prompt lengths, decode tokens/s over N new
 tokens after the shorter prompt ((n-1) tokens over the time after the first),
@@ -48,6 +51,9 @@ CACHE = HERE / "cache"
 sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import bandwidth  # noqa: E402
+import gguf_export  # noqa: E402
+
+PEER = HERE / "llamacpp_peer.py"
 
 NO_SPECIAL_TOKENS = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
@@ -270,11 +276,42 @@ def torch_generate(d: Path, family: str, prompt: list[int], new: int, threads: i
 
 def llama_cpp_available() -> bool:
     try:
-        import llama_cpp  # noqa: F401
         import gguf  # noqa: F401
+        import llama_cpp  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+def llama_cpp_peer(mode: str, *opts: str) -> tuple[dict, int | None]:
+    """Runs llamacpp_peer.py MODE in a process of its own; (its JSON, its peak RSS)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "lc.json"
+        _, rss = run_measured([sys.executable, str(PEER), mode, *opts, "--out", str(out)])
+        return json.loads(out.read_text()), rss
+
+
+def llama_cpp_prepare(name: str, d: Path, family: str, threads: int,
+                      attention: str) -> tuple[Path | None, dict]:
+    """The model's GGUF and its verification against transformers.
+
+    Returns (gguf, verify result); gguf is None when the model must not be
+    timed: the export failed, llama.cpp could not run it, or its logits or
+    greedy tokens differ from transformers'."""
+    try:
+        out = CACHE / "gguf" / f"{name}.gguf"
+        if not gguf_export.is_current(d, out):
+            print(f"[{name}] writing an f32 GGUF of the checkpoint to {out}", flush=True)
+        gguf = gguf_export.ensure_gguf(d, out)
+    except gguf_export.ExportError as e:
+        return None, {"ok": False, "reason": f"GGUF export failed: {e}"}
+    try:
+        res, _ = llama_cpp_peer("verify", "--gguf", str(gguf), "--model-dir", str(d),
+                                "--family", family, "--threads", str(threads),
+                                "--attention", attention)
+    except RuntimeError as e:
+        return None, {"ok": False, "reason": f"verification did not run: {e}"}
+    return (gguf if res.get("ok") else None), res
 
 
 # ---------------------------------------------------------------- the table
@@ -292,8 +329,10 @@ def fmt(v, spec=".1f", suffix=""):
 def print_table(results: dict, bw: dict, threads: int) -> None:
     gbps = bw[str(threads)]["best_gbps"]
     print()
-    print(f"memory read bandwidth (best of passes): 1 thread {bw['1']['best_gbps']:.1f} GB/s, "
-          f"{threads} threads {gbps:.1f} GB/s")
+    kernels = ", ".join(f"{t}: {b['kernel']}{' huge pages' if b.get('huge_pages') else ''}"
+                        for t, b in bw.items())
+    print(f"memory read bandwidth (best kernel, best of passes): 1 thread {bw['1']['best_gbps']:.1f} GB/s, "
+          f"{threads} threads {gbps:.1f} GB/s ({kernels})")
     head = (f"{'model':<12} {'metric':<16} {'Kiln':>9} {'PyTorch':>9} {'llama.cpp':>9} "
             f"{'K vs PT':>8} {'K vs lc':>8}  bandwidth limit")
     print(head)
@@ -319,6 +358,18 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
                   f"{fmt(rp, '.2f', '×'):>8} {fmt(rl, '.2f', '×'):>8}{extra}")
     print("K vs PT / K vs lc: speed ratio (>1: Kiln faster) for latency and tok/s; "
           "Kiln/peer for peak RSS (<1: Kiln smaller).")
+    for name, r in results.items():
+        v = r.get("llama_cpp_verify")
+        if not v:
+            continue
+        if v.get("ok"):
+            print(f"llama.cpp {name}: GGUF checked against transformers over {v['tokens']} tokens: "
+                  f"logits rel L2 {v['rel_l2']:.1e} (max abs {v['max_abs']:.1e}), "
+                  f"{len(v['greedy_llama_cpp'])} greedy tokens equal")
+        else:
+            print(f"llama.cpp {name}: NOT TIMED: {v.get('reason')}")
+        if r.get("llama_cpp", {}).get("error"):
+            print(f"llama.cpp {name}: measurement failed: {r['llama_cpp']['error']}")
 
 
 # ---------------------------------------------------------------- main
@@ -333,13 +384,23 @@ def bench_model(name: str, args, kiln_bins) -> dict:
     print(f"[{name}] weights {total / 1e6:.0f} MB, {per_token / 1e6:.0f} MB read per decoded token",
           flush=True)
     r = {"bytes_total": total, "bytes_per_token": per_token, "prompt_lengths": lengths,
-         "new_tokens": new, "kiln": {}, "pytorch": {}}
+         "new_tokens": new, "kiln": {}, "pytorch": {}, "llama_cpp": {}}
+    gguf = None
+    if args.llama_cpp:
+        gguf, r["llama_cpp_verify"] = llama_cpp_prepare(name, d, spec.family, args.threads,
+                                                        args.llama_cpp_attention)
+        v = r["llama_cpp_verify"]
+        if gguf is None:
+            print(f"[{name}] llama.cpp: not timed: {v.get('reason')}", flush=True)
+        else:
+            print(f"[{name}] llama.cpp: GGUF matches transformers (logits rel L2 {v['rel_l2']:.1e}, "
+                  f"greedy {v['greedy_llama_cpp']})", flush=True)
 
     kiln, run = kiln_bins
     art, secs = kiln_compile(kiln, name, d)
     r["kiln"]["compile_s"] = secs
     print(f"[{name}] kiln compile {secs:.1f} s", flush=True)
-    peaks = {"kiln": [], "pytorch": []}
+    peaks = {"kiln": [], "pytorch": [], "llama_cpp": []}
     for i, n in enumerate(lengths):
         prompt = prompt_ids(vocab, n, seed=n)
         # The first (shorter) prompt also times decode; longer ones only prefill.
@@ -363,9 +424,29 @@ def bench_model(name: str, args, kiln_bins) -> dict:
         if i == 0:
             r["pytorch"]["decode_tok_s"] = m["decode_tok_s"]
         print(f"[{name}] pytorch prompt {n}: {m}", flush=True)
+        if gguf is not None and "error" not in r["llama_cpp"]:
+            try:
+                m, rss = llama_cpp_peer("measure", "--gguf", str(gguf), "--prompt", json.dumps(prompt),
+                                        "--new", str(steps), "--threads", str(args.threads),
+                                        "--repeats", str(args.repeats),
+                                        "--attention", args.llama_cpp_attention)
+            except RuntimeError as e:
+                r["llama_cpp"] = {"error": str(e)}
+                print(f"[{name}] llama.cpp prompt {n}: failed: {e}", flush=True)
+                continue
+            peaks["llama_cpp"].append(rss)
+            r["llama_cpp"][f"prefill{n}_ms"] = m["prefill_ms"]
+            if i == 0:
+                r["llama_cpp"]["decode_tok_s"] = m["decode_tok_s"]
+                r["llama_cpp"]["decode_tok_s_in_llama_decode"] = m["decode_tok_s_in_llama_decode"]
+            m.pop("tokens", None)
+            print(f"[{name}] llama.cpp prompt {n}: {m}", flush=True)
+    if "error" in r["llama_cpp"]:
+        peaks["llama_cpp"] = []
     for peer, v in peaks.items():
         known = [x for x in v if x is not None]
-        r[peer]["peak_rss_mib"] = max(known) / 2**20 if known else None
+        if known or peer != "llama_cpp":
+            r[peer]["peak_rss_mib"] = max(known) / 2**20 if known else None
     return r
 
 
@@ -379,6 +460,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1,
                     help="timed runs per measurement (after a warm-up); the best is kept")
     ap.add_argument("--build", action="store_true", help="cargo build --release kiln first")
+    ap.add_argument("--llama-cpp-attention", choices=["f32", "default"], default="f32",
+                    help="llama.cpp's attention: f32 (f32 KV cache, no flash attention: the "
+                         "same arithmetic as the others; default) or llama.cpp's defaults "
+                         "(f16 KV cache, flash attention)")
     ap.add_argument("--json", type=Path, help="also write all results here")
     # Internal: the PyTorch measurement process.
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
@@ -404,12 +489,15 @@ def main() -> None:
     kiln_bins = kiln_binaries(args.build)
     print("measuring memory bandwidth ...", flush=True)
     bw = bandwidth.measure(args.threads, mib=1024, repeats=10, cache=CACHE)
-    if not llama_cpp_available():
-        print("llama.cpp: not installed (pip install llama-cpp-python gguf — ~10 min build)",
-              flush=True)
+    args.llama_cpp = llama_cpp_available()
+    lc_version = None
+    if not args.llama_cpp:
+        print("llama.cpp: not installed (pip install llama-cpp-python gguf — ~10 min build); "
+              "its columns stay empty", flush=True)
     else:
-        print("llama.cpp: installed, but this script does not drive it yet (GGUF conversion "
-              "is still to be written); its columns stay empty", flush=True)
+        lc_version, _ = llama_cpp_peer("version")
+        print(f"llama.cpp: llama-cpp-python {lc_version['llama_cpp_python']}; "
+              f"{lc_version.get('system_info', '')}", flush=True)
     results = {name: bench_model(name, args, kiln_bins) for name in names}
     load_after = os.getloadavg()
 
@@ -423,7 +511,9 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "date": started.isoformat(), "machine": machine, "threads": args.threads,
             "quick": args.quick, "load_before": load_before, "load_after": load_after,
-            "bandwidth": bw, "results": results}, indent=2))
+            "bandwidth": bw, "llama_cpp": lc_version,
+            "llama_cpp_attention": args.llama_cpp_attention if args.llama_cpp else None,
+            "results": results}, indent=2))
 
 
 if __name__ == "__main__":
