@@ -363,9 +363,10 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
         if not v:
             continue
         if v.get("ok"):
-            print(f"llama.cpp {name}: GGUF checked against transformers over {v['tokens']} tokens: "
-                  f"logits rel L2 {v['rel_l2']:.1e} (max abs {v['max_abs']:.1e}), "
-                  f"{len(v['greedy_llama_cpp'])} greedy tokens equal")
+            print(f"llama.cpp {name}: GGUF checked against transformers: logits rel L2 "
+                  f"{v['rel_l2_prefill']:.1e} over {v['tokens']} prompt positions (one batch), "
+                  f"{v['rel_l2_decode']:.1e} over {v['new'] - 1} decode steps; "
+                  f"{v['new']} greedy tokens equal")
         else:
             print(f"llama.cpp {name}: NOT TIMED: {v.get('reason')}")
         if r.get("llama_cpp", {}).get("error"):
@@ -393,8 +394,9 @@ def bench_model(name: str, args, kiln_bins) -> dict:
         if gguf is None:
             print(f"[{name}] llama.cpp: not timed: {v.get('reason')}", flush=True)
         else:
-            print(f"[{name}] llama.cpp: GGUF matches transformers (logits rel L2 {v['rel_l2']:.1e}, "
-                  f"greedy {v['greedy_llama_cpp']})", flush=True)
+            print(f"[{name}] llama.cpp: GGUF matches transformers (logits rel L2 prefill "
+                  f"{v['rel_l2_prefill']:.1e}, decode {v['rel_l2_decode']:.1e}; greedy "
+                  f"{v['greedy_llama_cpp']})", flush=True)
 
     kiln, run = kiln_bins
     art, secs = kiln_compile(kiln, name, d)
@@ -495,9 +497,13 @@ def main() -> None:
         print("llama.cpp: not installed (pip install llama-cpp-python gguf — ~10 min build); "
               "its columns stay empty", flush=True)
     else:
-        lc_version, _ = llama_cpp_peer("version")
-        print(f"llama.cpp: llama-cpp-python {lc_version['llama_cpp_python']}; "
-              f"{lc_version.get('system_info', '')}", flush=True)
+        try:
+            lc_version, _ = llama_cpp_peer("version")
+            print(f"llama.cpp: llama-cpp-python {lc_version['llama_cpp_python']}; "
+                  f"{lc_version.get('system_info', '')}", flush=True)
+        except RuntimeError as e:
+            args.llama_cpp = False
+            print(f"llama.cpp: installed but does not run; its columns stay empty: {e}", flush=True)
     results = {name: bench_model(name, args, kiln_bins) for name in names}
     load_after = os.getloadavg()
 

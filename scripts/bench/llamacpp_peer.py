@@ -8,22 +8,23 @@ process's peak RSS is its own):
   llamacpp_peer.py measure --gguf F --prompt '[ids]' --new N --threads T --repeats R --out J
 
 llama.cpp is driven through llama-cpp-python's low-level bindings (the C API
-one to one), not its `Llama` class: the context gets llama.cpp's own default
-parameters (llama_context_default_params: flash attention "auto", n_ubatch 512)
-except n_ctx, n_batch (the whole prompt in one llama_decode call) and
-n_threads = n_threads_batch = T, and, unless `--attention default`, an f32 KV
+one to one), not its `Llama` class, which keeps that wrapper's per-token work
+(sampler objects, token bookkeeping) out of the timed loop; what stays in it
+is one ctypes call to llama_decode, one to llama_get_logits_ith and a numpy
+argmax per token, the same greedy step the other peers time. The context gets
+llama.cpp's own defaults (llama_context_default_params: mmap, n_ubatch 512)
+except n_ctx, n_batch (the whole prompt in one llama_decode call),
+n_threads = n_threads_batch = T and, unless `--attention default`, an f32 KV
 cache with flash attention off: f32 attention like Kiln's and PyTorch's.
-(llama.cpp's defaults, an f16 cache and flash attention "auto", which is on
-for the CPU, round attention to f16: logits rel L2 ~6e-4 on llama-small,
-against ~5e-7 in f32.) That keeps the Python wrapper's per-token
-work (sampler objects, token bookkeeping) out of the timed loop; what stays in
-it is one ctypes call to llama_decode, one to llama_get_logits_ith and a numpy
-argmax per token, the same greedy step the other peers time.
+llama.cpp's defaults (an f16 cache, flash attention "auto", which is on for
+the CPU) round attention to f16: logits rel L2 ~6e-4 on llama-small against
+~5e-7 in f32.
 
 verify: logits of every position of a fixed token sequence in one batch
 (the prefill path) against transformers' logits on the same checkpoint
-(relative L2 error over all of them), then greedy decoding one token at a time
-(the decode path) against transformers' greedy `generate`.
+(relative L2 error), then greedy decoding one token at a time (the decode
+path): its tokens against transformers' greedy `generate`, its logits against
+transformers' logits of the same sequence. Both errors must be <= MAX_REL_L2.
 
 measure: prefill latency (one llama_decode over the prompt with only the last
 position's logits, on a cleared cache, after a warm-up) and decode tokens/s
@@ -35,7 +36,6 @@ taken after its argmax), best of R. llama.cpp's own counters
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import random
 import time
