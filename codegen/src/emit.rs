@@ -65,10 +65,11 @@ pub fn emit_module(
         }
         let (kf, grid, threads) = match &k.op {
             Op::Fused(f) => emit_fused(&k.name, f, symbols, et)?,
-            Op::MatMul => emit_matmul(
+            Op::MatMul | Op::MatMulT => emit_matmul(
                 &k.name,
                 &k.operand_types[0],
                 &k.operand_types[1],
+                k.op == Op::MatMulT,
                 symbols,
                 et,
             )?,

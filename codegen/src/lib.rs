@@ -17,7 +17,8 @@
 //! | `math` | transcendental functions (libm on the CPU, NVVM-intrinsic formulas on the GPU) |
 //! | `elemental` | the elemental emitter over fused bodies |
 //! | `fused` | `loop` and `row` fused kernels |
-//! | `matmul` | tiled batched matmul |
+//! | `matmul` | tiled batched `matmul` and `matmul_t` (B as `[n, k]`) |
+//! | `matmul_nt` | the CPU f32 `matmul_t` tile: vectors along `k` both sides, a one-row GEMV variant |
 //! | `attention` | `flash_attention` / `prflash_attention`: shared setup, hash, scores; `attention_cpu` and `attention_gpu` kernels |
 //! | `update` | `update_slice`: the update written into its region of the result |
 //! | `saq`, `saq_append`, `saq_attention` | the SAQ quantized KV cache: quantizer and state access, append, attention over the codes |
@@ -39,6 +40,7 @@ mod fused;
 mod linear_scan;
 mod math;
 mod matmul;
+mod matmul_nt;
 pub mod ptxas;
 mod saq;
 mod saq_append;

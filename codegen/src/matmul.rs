@@ -1,7 +1,11 @@
 //! Batched matmul `[.., m, k] x [.., k, n] -> [.., m, n]` (batch dims
-//! broadcast), tiled: the grid is (batch, ceil(m/TM), ceil(n/TN)) and a
-//! block computes one TM x TN tile of the result with a k-loop, accumulating
-//! in registers (f32 for float dtypes).
+//! broadcast), and `matmul_t`, whose right operand is `[.., n, k]`, tiled:
+//! the grid is (batch, ceil(m/TM), ceil(n/TN)) and a block computes one
+//! TM x TN tile of the result with a k-loop, accumulating in registers (f32
+//! for float dtypes).
+//!
+//! CPU `matmul_t` in f32 has its own tile (`matmul_nt.rs`): both operands
+//! are read along `k` as vectors.
 //!
 //! CPU: interior tiles of f32 matmuls use `vector<16xf32>` accumulators
 //! (TM rows x TN/16 vectors, n innermost), rows past `m` are clamped for
@@ -27,7 +31,7 @@ const GPU_TM: i64 = 32;
 const GPU_TN: i64 = 64;
 pub const MATMUL_THREADS: u32 = 128;
 
-struct Shapes {
+pub(crate) struct Shapes {
     a_batch: Vec<Dim>,
     b_batch: Vec<Dim>,
     batch: Vec<Dim>,
@@ -36,7 +40,7 @@ struct Shapes {
     n: Dim,
 }
 
-fn shapes(name: &str, a: &TensorType, b: &TensorType) -> R<Shapes> {
+fn shapes(name: &str, a: &TensorType, b: &TensorType, b_transposed: bool) -> R<Shapes> {
     let bad = |m: &str| CodegenError::BadSpec {
         kernel: name.to_string(),
         message: m.to_string(),
@@ -49,21 +53,24 @@ fn shapes(name: &str, a: &TensorType, b: &TensorType) -> R<Shapes> {
     let b_batch = b.shape[..rb - 2].to_vec();
     let batch = broadcast_shapes(&[&a_batch, &b_batch])
         .ok_or_else(|| bad("matmul batch dims do not broadcast"))?;
+    let n_axis = if b_transposed { rb - 2 } else { rb - 1 };
     Ok(Shapes {
         a_batch,
         b_batch,
         batch,
         m: a.shape[ra - 2].clone(),
         k: a.shape[ra - 1].clone(),
-        n: b.shape[rb - 1].clone(),
+        n: b.shape[n_axis].clone(),
     })
 }
 
-/// Emits a matmul kernel; returns its function, grid and GPU thread count.
+/// Emits a matmul kernel (`matmul_t` when `b_transposed`: `b` is
+/// `[.., n, k]`); returns its function, grid and GPU thread count.
 pub fn emit_matmul(
     name: &str,
     a: &TensorType,
     b: &TensorType,
+    b_transposed: bool,
     symbols: &[String],
     target: EmitTarget,
 ) -> R<(KernelFn, Grid, u32)> {
@@ -75,9 +82,12 @@ pub fn emit_matmul(
             dtype: dt,
         });
     }
-    let s = shapes(name, a, b)?;
+    let s = shapes(name, a, b, b_transposed)?;
+    let cpu_nt = !target.gpu && b_transposed && dt == DType::F32;
     let (tm, tn) = if target.gpu {
         (GPU_TM, GPU_TN)
+    } else if cpu_nt {
+        (crate::matmul_nt::TM, crate::matmul_nt::TN)
     } else {
         (CPU_TM, CPU_TN)
     };
@@ -98,9 +108,18 @@ pub fn emit_matmul(
         ],
     };
     let kf = Ctx::kernel_fn(name, 3, symbols, target, MATMUL_THREADS, |cx, block| {
-        let t = tile_setup(cx, &s, tm, tn, block)?;
+        let order = if cpu_nt {
+            crate::matmul_nt::ORDER
+        } else {
+            BlockOrder::RowsThenColumns
+        };
+        let t = tile_setup(cx, &s, tm, tn, b_transposed, order, block)?;
         if target.gpu {
             gpu_tile(cx, &t, dt)
+        } else if cpu_nt {
+            crate::matmul_nt::cpu_tile(cx, &t)
+        } else if b_transposed {
+            scalar_tile(cx, &t, dt)
         } else if dt == DType::F32 {
             let end = cx.b.add(t.j0, t.tnv);
             let full = cx.b.cmpi("sle", end, t.n);
@@ -127,21 +146,44 @@ pub fn emit_matmul(
 
 /// Where a block's tile lives: element offsets of its batch in A, B, C and
 /// its first row / column.
-struct Tile {
-    a_off: V,
-    b_off: V,
-    c_off: V,
-    i0: V,
-    j0: V,
-    m: V,
-    k: V,
-    n: V,
-    tm: i64,
-    tn: i64,
-    tnv: V,
+pub(crate) struct Tile {
+    pub a_off: V,
+    pub b_off: V,
+    pub c_off: V,
+    pub i0: V,
+    pub j0: V,
+    pub m: V,
+    pub k: V,
+    pub n: V,
+    pub tm: i64,
+    pub tn: i64,
+    pub tnv: V,
+    /// B is `[n, k]` (`matmul_t`).
+    pub b_transposed: bool,
 }
 
-fn tile_setup(cx: &mut Ctx, s: &Shapes, tm: i64, tn: i64, block: V) -> R<Tile> {
+/// Which tile a block number names, within one batch.
+#[derive(Clone, Copy)]
+pub(crate) enum BlockOrder {
+    /// Row tiles outer, column tiles inner.
+    RowsThenColumns,
+    /// Row tiles in chunks of this many; within a chunk column tiles outer
+    /// and row tiles inner, so a block's slice of B is reused from cache by
+    /// the chunk's row tiles, and the chunk's rows of A stay in cache while
+    /// B streams by.
+    ChunkedRows(i64),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tile_setup(
+    cx: &mut Ctx,
+    s: &Shapes,
+    tm: i64,
+    tn: i64,
+    b_transposed: bool,
+    order: BlockOrder,
+    block: V,
+) -> R<Tile> {
     let batch_dims = cx.dims(&s.batch)?;
     let mut nb = cx.b.i64c(1);
     for d in &batch_dims {
@@ -152,7 +194,26 @@ fn tile_setup(cx: &mut Ctx, s: &Shapes, tm: i64, tn: i64, block: V) -> R<Tile> {
     let n = cx.dim(&s.n)?;
     let mt = cx.ceil_div(m, tm);
     let nt = cx.ceil_div(n, tn);
-    let bi = cx.delinearize(block, &[nb, mt, nt]);
+    let bi = match order {
+        BlockOrder::RowsThenColumns => cx.delinearize(block, &[nb, mt, nt]),
+        BlockOrder::ChunkedRows(chunk) => {
+            let per_batch = cx.b.mul(mt, nt);
+            let batch = cx.b.div(block, per_batch);
+            let l = cx.b.rem(block, per_batch);
+            // Every chunk before this one is full: `chunk * nt` blocks.
+            let cv = cx.b.i64c(chunk);
+            let chunk_blocks = cx.b.mul(cv, nt);
+            let c = cx.b.div(l, chunk_blocks);
+            let rest = cx.b.rem(l, chunk_blocks);
+            let first = cx.b.mul(c, cv);
+            let left = cx.b.sub(mt, first);
+            let rows = cx.b.min_s(cv, left);
+            let col = cx.b.div(rest, rows);
+            let within = cx.b.rem(rest, rows);
+            let row = cx.b.add(first, within);
+            vec![batch, row, col]
+        }
+    };
     let bidx = cx.delinearize(bi[0], &batch_dims);
     let ai = broadcast_index(cx, &bidx, &s.a_batch);
     let bbi = broadcast_index(cx, &bidx, &s.b_batch);
@@ -182,7 +243,20 @@ fn tile_setup(cx: &mut Ctx, s: &Shapes, tm: i64, tn: i64, block: V) -> R<Tile> {
         tm,
         tn,
         tnv,
+        b_transposed,
     })
+}
+
+/// Element offset of `B[kk, j]` (of `B[j, kk]` when B is transposed).
+fn b_index(cx: &mut Ctx, t: &Tile, kk: V, j: V) -> V {
+    let (outer, inner, stride) = if t.b_transposed {
+        (j, kk, t.k)
+    } else {
+        (kk, j, t.n)
+    };
+    let o = cx.b.mul(outer, stride);
+    let o = cx.b.add(t.b_off, o);
+    cx.b.add(o, inner)
 }
 
 /// `acc + x*y` in the accumulator type (f32 for floats, contracted to an FMA).
@@ -207,7 +281,7 @@ fn zero_acc(cx: &mut Ctx, dt: DType) -> V {
 }
 
 /// Rows of the tile clamped to `m - 1` for loading.
-fn clamped_row(cx: &mut Ctx, t: &Tile, r: V) -> V {
+pub(crate) fn clamped_row(cx: &mut Ctx, t: &Tile, r: V) -> V {
     let i = cx.b.add(t.i0, r);
     let one = cx.b.i64c(1);
     let last = cx.b.sub(t.m, one);
@@ -304,12 +378,10 @@ fn scalar_tile(cx: &mut Ctx, t: &Tile, dt: DType) -> R<()> {
             let z = cx.b.i64c(0);
             let ik = cx.b.mul(i, t.k);
             let arow = cx.b.add(t.a_off, ik);
-            let bcol = cx.b.add(t.b_off, j);
             let acc = for_loop(cx, z, t.k, one, &[acc0], |cx, kk, acc| {
                 let ai = cx.b.add(arow, kk);
                 let a = scalar::load(&mut cx.b, pa, ai, dt);
-                let kn = cx.b.mul(kk, t.n);
-                let bi = cx.b.add(bcol, kn);
+                let bi = b_index(cx, t, kk, j);
                 let bv = scalar::load(&mut cx.b, pb, bi, dt);
                 Ok(vec![mac(cx, dt, acc[0], a, bv)])
             })?;
@@ -358,14 +430,12 @@ fn gpu_tile(cx: &mut Ctx, t: &Tile, dt: DType) -> R<()> {
             cx.b.add(t.a_off, ik)
         })
         .collect();
-    let bcol = cx.b.add(t.b_off, jc);
     let acc0 = zero_acc(cx, dt);
     let inits = vec![acc0; rows_per as usize];
     let z = cx.b.i64c(0);
     let (pa, pb, pc) = (cx.bufs[0], cx.bufs[1], cx.bufs[2]);
     let accs = for_loop(cx, z, t.k, one, &inits, |cx, kk, acc| {
-        let kn = cx.b.mul(kk, t.n);
-        let bi = cx.b.add(bcol, kn);
+        let bi = b_index(cx, t, kk, jc);
         let bv = scalar::load(&mut cx.b, pb, bi, dt);
         let mut next = Vec::new();
         for (r, &ar) in a_rows.iter().enumerate() {

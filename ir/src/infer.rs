@@ -331,7 +331,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, TypeErr
             shape.extend(table.shape[axis + 1..].iter().cloned());
             one(table.with_shape(shape))
         }
-        Op::MatMul => {
+        Op::MatMul | Op::MatMulT => {
             arity(op, inputs, 2)?;
             let (a, b) = (inputs[0], inputs[1]);
             if a.dtype != b.dtype {
@@ -347,7 +347,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, TypeErr
                 return err(op, format!("operands must have rank >= 2, got {a} and {b}"));
             }
             let (m, k1) = (&a.shape[a.rank() - 2], &a.shape[a.rank() - 1]);
-            let (k2, n) = (&b.shape[b.rank() - 2], &b.shape[b.rank() - 1]);
+            let (mut k2, mut n) = (&b.shape[b.rank() - 2], &b.shape[b.rank() - 1]);
+            if *op == Op::MatMulT {
+                std::mem::swap(&mut k2, &mut n);
+            }
             if k1 != k2 {
                 return err(op, format!("contraction sizes differ: {a} x {b}"));
             }

@@ -183,6 +183,10 @@ pub enum Op {
     },
     /// `[.., m, k] x [.., k, n] -> [.., m, n]`, batch dims broadcast.
     MatMul,
+    /// `[.., m, k] x [.., n, k] -> [.., m, n]`: `a @ bᵀ`, batch dims broadcast.
+    /// A linear layer with its weight as stored (`[out, in]`): both operands
+    /// are read along `k`, and the weight needs no transposed copy.
+    MatMulT,
     /// `update_slice(base, update)`: `base` with elements `start..start+len`
     /// along `axis` replaced by `update` (`len` = update's size on `axis`;
     /// every other dim equal). How a KV cache takes new entries; when the
@@ -229,6 +233,7 @@ impl Op {
             Op::Pad { .. } => "pad",
             Op::Gather { .. } => "gather",
             Op::MatMul => "matmul",
+            Op::MatMulT => "matmul_t",
             Op::UpdateSlice { .. } => "update_slice",
             Op::Scan(_) => "scan",
             Op::Fused(_) => "fused",

@@ -76,7 +76,7 @@ impl CostModel {
                 let n: f64 = inputs.iter().map(|t| elems(t)).sum();
                 (bytes_in + bytes_out, n, 1.0)
             }
-            Op::MatMul => {
+            Op::MatMul | Op::MatMulT => {
                 let k = inputs.first().and_then(|a| a.shape.last()).map_or(1.0, dim);
                 (bytes_in + bytes_out, 2.0 * out_elems * k.max(1.0), 1.0)
             }

@@ -20,6 +20,7 @@
 //! | [`provenance`] | which rewrites produced each node, through to the kernels |
 //! | [`lossy`] | the opt-in lossy transforms (PrFlashAttention) |
 //! | [`saq`] | the opt-in SAQ quantized KV cache (`--kv-cache saq:…`) |
+//! | [`layout`] | CPU: `matmul` of a transpose reads it untransposed (`matmul_t`) |
 //! | [`dce`] | dead-code elimination |
 //! | [`fuse`] | the fusion pass |
 //! | [`manager`] | `Pass`, `PassManager`, reports |
@@ -44,6 +45,7 @@ pub mod error;
 pub mod extract;
 pub mod fuse;
 pub mod lang;
+pub mod layout;
 pub mod lossy;
 pub mod manager;
 pub mod options;

@@ -6,6 +6,7 @@ use crate::canonicalize::{Canonicalize, Cse, Recognize};
 use crate::dce::Dce;
 use crate::error::PassError;
 use crate::fuse::Fuse;
+use crate::layout::Layout;
 use crate::lossy::Lossy;
 use crate::options::PassOptions;
 use crate::provenance::Provenance;
@@ -110,6 +111,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(Lossy),
         Box::new(crate::saq::Saq),
         Box::new(Cse),
+        Box::new(Layout),
         Box::new(Dce),
         Box::new(Fuse),
     ]
@@ -126,13 +128,14 @@ pub struct PassManager {
 }
 
 impl PassManager {
-    /// `canonicalize`, `recognize`, `lossy`, `dce`, `fuse`.
+    /// `canonicalize`, `recognize`, `lossy`, `layout`, `dce`, `fuse`.
     pub fn default_pipeline() -> Self {
         PassManager {
             passes: vec![
                 Box::new(Canonicalize),
                 Box::new(Recognize),
                 Box::new(Lossy),
+                Box::new(Layout),
                 Box::new(Dce),
                 Box::new(Fuse),
             ],

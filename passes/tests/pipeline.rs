@@ -35,15 +35,29 @@ fn four_layer_decoder_runs_through_the_pipeline() {
     let pm = PassManager::default_pipeline();
     assert_eq!(
         pm.names(),
-        vec!["canonicalize", "recognize", "lossy", "dce", "fuse"]
+        vec![
+            "canonicalize",
+            "recognize",
+            "lossy",
+            "layout",
+            "dce",
+            "fuse"
+        ]
     );
     let (out, reports) = pm.run(g.clone(), &PassOptions::default()).unwrap();
     kiln_ir::verify(&out).unwrap();
     check_kernel_level(&out).unwrap();
-    assert_eq!(reports.len(), 5);
+    assert_eq!(reports.len(), 6);
     assert!(reports[0].detail.contains("stop:"), "{}", reports[0]);
-    assert!(reports[4].detail.contains("kernel"), "{}", reports[4]);
-    assert!(reports[4].nodes_after < reports[4].nodes_before);
+    // This decoder stores its weights `[in, out]`: no transpose to fold.
+    assert_eq!(reports[3].pass, "layout");
+    assert!(
+        reports[3].detail.starts_with("0 matmul(s)"),
+        "{}",
+        reports[3]
+    );
+    assert!(reports[5].detail.contains("kernel"), "{}", reports[5]);
+    assert!(reports[5].nodes_after < reports[5].nodes_before);
     for t in 0..2 {
         let (inputs, params) = decoder_env(&g, cfg.vocab, 40 + t);
         let want = run(&g, &inputs, &params).unwrap();
@@ -251,9 +265,17 @@ fn dumps_after_each_pass() {
     }
     .build();
     let (out, _) = PassManager::default_pipeline().run(g, &opts).unwrap();
-    for (i, pass) in ["input", "canonicalize", "recognize", "lossy", "dce", "fuse"]
-        .iter()
-        .enumerate()
+    for (i, pass) in [
+        "input",
+        "canonicalize",
+        "recognize",
+        "lossy",
+        "layout",
+        "dce",
+        "fuse",
+    ]
+    .iter()
+    .enumerate()
     {
         let path = DumpConfig::file_for(&dir, "decoder", i, pass);
         let text =

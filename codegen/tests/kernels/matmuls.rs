@@ -53,3 +53,50 @@ fn matmul_sizes_batches_dtypes() {
     let g = &m.launches()[1].grid;
     assert_eq!(g.dims.len(), 3, "matmul grid is (batch, m tiles, n tiles)");
 }
+
+pub fn mmt(name: &str, d: DType, a: &[&str], b: &[&str]) -> KernelSpec {
+    spec(name, Op::MatMulT, vec![ty(d, a), ty(d, b)])
+}
+
+/// `matmul_t` (B as `[n, k]`): the CPU f32 tile's one-row (`m = 1`) and
+/// full variants, partial row and column tiles, `k` below, at and past a
+/// vector (tails), a row chunk boundary (m = 65..), symbolic sizes, batch
+/// broadcasting, and the scalar path of other dtypes.
+#[test]
+fn matmul_t_sizes_batches_dtypes() {
+    let ks = vec![
+        mmt("mt_k7", DType::F32, &["seq", "7"], &["33", "7"]),
+        mmt("mt_k16", DType::F32, &["seq", "16"], &["4", "16"]),
+        mmt("mt_k37", DType::F32, &["seq", "37"], &["9", "37"]),
+        mmt("mt_k768", DType::F32, &["seq", "768"], &["70", "768"]),
+        mmt("mt_n1", DType::F32, &["seq", "5"], &["1", "5"]),
+        mmt("mt_sym", DType::F32, &["9", "seq"], &["seq", "seq"]),
+        mmt(
+            "mt_batch",
+            DType::F32,
+            &["2", "1", "seq", "20"],
+            &["3", "13", "20"],
+        ),
+        mmt("mt_f16", DType::F16, &["seq", "24"], &["33", "24"]),
+        mmt(
+            "mt_bf16",
+            DType::BF16,
+            &["2", "seq", "8"],
+            &["2", "17", "8"],
+        ),
+        mmt("mt_i32", DType::I32, &["seq", "12"], &["10", "12"]),
+    ];
+    let m = compile_cpu(&ks, &["seq".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    let bs: Vec<Bindings> = [1, 2, 5, 33, 130]
+        .iter()
+        .map(|&s| bindings(&[("seq", s)]))
+        .collect();
+    for (i, k) in ks.iter().enumerate() {
+        let tol = match k.operand_types[0].dtype {
+            DType::F16 | DType::BF16 => 1e-2,
+            DType::I32 => 0.0,
+            _ => 1e-5,
+        };
+        check(&m, k, &bs, tol, 3000 + i as u64);
+    }
+}

@@ -2,7 +2,7 @@
 //! tests run, each module assembled and its registers/spills printed.
 
 use crate::loops::{loop_kernel, unary_specs};
-use crate::matmuls::mm;
+use crate::matmuls::{mm, mmt};
 use crate::rows::{layernorm, reduce, rmsnorm, row_kernel, softmax};
 use crate::ty;
 use kiln_codegen::{compile_ptx, GpuArch, KernelSpec};
@@ -166,6 +166,8 @@ fn kernel_set() -> Vec<KernelSpec> {
     ks.push(mm("mm_f16", DType::F16, &["seq", "24"], &["24", "33"]));
     ks.push(mm("mm_bf16", DType::BF16, &["seq", "24"], &["24", "33"]));
     ks.push(mm("mm_i32", DType::I32, &["seq", "12"], &["12", "10"]));
+    ks.push(mmt("mmt", f, &["seq", "65"], &["64", "65"]));
+    ks.push(mmt("mmt_bf16", DType::BF16, &["seq", "24"], &["33", "24"]));
     ks.push(crate::updates::update_spec("upd_f32", f, 0));
     ks.push(crate::updates::update_spec("upd_bf16", DType::BF16, 2));
     ks

@@ -167,6 +167,7 @@ fn apply_simple(
         } => shape_ops::pad(a(0), *axis, size(low)?, size(high)?, value.0, p)?,
         Op::Gather { axis } => shape_ops::gather(a(0), a(1), *axis)?,
         Op::MatMul => matmul::matmul(a(0), a(1), &out, p)?,
+        Op::MatMulT => matmul::matmul_t(a(0), a(1), &out, p)?,
         Op::Attention(at) => attention::flash_attention(at, size(&at.offset)?, args, &out, p)?,
         Op::PrFlash(at) => attention::prflash_attention(at, size(&at.offset)?, args, &out, p)?,
         Op::SaqAppend(s) => saq::append(s, size(&s.start)?, args)?,

@@ -1,5 +1,5 @@
 //! `matmul`: `[.., m, k] x [.., k, n] -> [.., m, n]`, batch dims broadcast
-//! with numpy rules.
+//! with numpy rules; `matmul_t` takes its right operand as `[.., n, k]`.
 //!
 //! Floats accumulate **in f64 per output element**, summing `p = 0..k` in
 //! order, and each result is rounded once to the declared dtype (Declared
@@ -44,6 +44,23 @@ fn gemm<T: Copy>(
             }
         }
     }
+}
+
+/// `x @ yᵀ` (`matmul_t`): `y`'s last two axes swapped, then [`matmul`] —
+/// the same accumulation order, so both ops agree bit for bit.
+pub(crate) fn matmul_t(
+    x: &Tensor,
+    y: &Tensor,
+    out: &Out,
+    p: Precision,
+) -> Result<Tensor, InterpError> {
+    let r = y.rank();
+    if r < 2 {
+        return Err(InterpError::operands("operands must have rank >= 2"));
+    }
+    let mut perm: Vec<usize> = (0..r).collect();
+    perm.swap(r - 2, r - 1);
+    matmul(x, &super::shape_ops::permute(y, &perm)?, out, p)
 }
 
 /// `x @ y` with result type `out`.

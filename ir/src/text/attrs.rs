@@ -118,7 +118,7 @@ pub(crate) fn classify(name: &str) -> Option<OpName> {
         "const" => OpName::Const,
         "scan" | "fused" => OpName::WithBody,
         "iota" | "select" | "cast" | "reshape" | "permute" | "broadcast" | "slice" | "concat"
-        | "pad" | "gather" | "matmul" | "update_slice" | "flash_attention"
+        | "pad" | "gather" | "matmul" | "matmul_t" | "update_slice" | "flash_attention"
         | "prflash_attention" | "saq_append" | "saq_attention" | "linear_scan" => OpName::Plain,
         _ if UnaryOp::from_name(name).is_some()
             || BinaryOp::from_name(name).is_some()
@@ -384,6 +384,7 @@ pub(crate) fn build_op(name: &str, mut a: Attrs, body: Option<Graph>) -> Result<
             }
             "select" => Op::Select,
             "matmul" => Op::MatMul,
+            "matmul_t" => Op::MatMulT,
             "cast" => match a.take("to")? {
                 AttrValue::DType(d) => Op::Cast(d),
                 _ => return Err(a.wrong("to")),

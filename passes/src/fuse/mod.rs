@@ -212,6 +212,7 @@ pub fn check_kernel_level(g: &Graph) -> Result<(), PassError> {
             | Op::Const(_)
             | Op::Reshape { .. }
             | Op::MatMul
+            | Op::MatMulT
             | Op::UpdateSlice { .. }
             | Op::Attention(_)
             | Op::PrFlash(_)

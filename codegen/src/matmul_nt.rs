@@ -1,0 +1,151 @@
+//! The CPU tile of f32 `matmul_t` (`C = A · Bᵀ`, B as `[n, k]`): the shape
+//! of every linear layer with its weight as stored.
+//!
+//! Both operands are contiguous along `k`, so a block keeps `TM x TN`
+//! vector accumulators and, per 16 values of `k`, loads TM vectors of A and
+//! TN of B and does TM·TN FMAs; each accumulator is summed across its lanes
+//! once at the end, and a scalar loop takes the last `k % 16`. Rows and
+//! columns past the edge are clamped for loading and skipped for storing, so
+//! every tile takes the vector path.
+//!
+//! A tile with a single row of A left (decode, `m = 1`) runs a one-row
+//! variant: a GEMV that streams TN rows of the weight with no repeated
+//! work. Blocks are ordered in chunks of rows (`ORDER`): within a chunk a
+//! block's TN rows of B are reused by the chunk's row tiles from cache.
+
+use crate::builder::{for_loop, if_else, if_then, Ty, R, V};
+use crate::ctx::Ctx;
+use crate::matmul::{clamped_row, BlockOrder, Tile};
+
+/// Rows of A per tile.
+pub(crate) const TM: i64 = 4;
+/// Rows of B (columns of C) per tile.
+pub(crate) const TN: i64 = 4;
+/// Vector width along `k`.
+const VW: i64 = 16;
+/// Row tiles per chunk: 64 rows of A (192 KiB at k = 768) stay in L2.
+pub(crate) const ORDER: BlockOrder = BlockOrder::ChunkedRows(16);
+
+/// The block's tile: the one-row variant when one row of A is left.
+pub(crate) fn cpu_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
+    let left = cx.b.sub(t.m, t.i0);
+    let one = cx.b.i64c(1);
+    let single = cx.b.cmpi("eq", left, one);
+    if_else(
+        cx,
+        single,
+        &[],
+        |cx| {
+            tile(cx, t, 1)?;
+            Ok(vec![])
+        },
+        |cx| {
+            tile(cx, t, TM)?;
+            Ok(vec![])
+        },
+    )?;
+    Ok(())
+}
+
+/// `rows` rows of A against TN rows of B.
+fn tile(cx: &mut Ctx, t: &Tile, rows: i64) -> R<()> {
+    let vty = Ty::VF32(VW as u32);
+    let zero =
+        cx.b.in_prologue(|b| b.pure(vty, format!("arith.constant dense<0.000000e+00> : {vty}")));
+    let a_rows: Vec<V> = (0..rows)
+        .map(|r| {
+            let rv = cx.b.i64c(r);
+            let i = clamped_row(cx, t, rv);
+            let ik = cx.b.mul(i, t.k);
+            cx.b.add(t.a_off, ik)
+        })
+        .collect();
+    let b_rows: Vec<V> = (0..t.tn)
+        .map(|c| {
+            let cv = cx.b.i64c(c);
+            let j = cx.b.add(t.j0, cv);
+            let one = cx.b.i64c(1);
+            let last = cx.b.sub(t.n, one);
+            let j = cx.b.min_s(j, last);
+            let jk = cx.b.mul(j, t.k);
+            cx.b.add(t.b_off, jk)
+        })
+        .collect();
+    let (pa, pb, pc) = (cx.bufs[0], cx.bufs[1], cx.bufs[2]);
+    let z = cx.b.i64c(0);
+    let vw = cx.b.i64c(VW);
+    let k_vec = cx.b.div(t.k, vw);
+    let k_vec = cx.b.mul(k_vec, vw);
+    let inits = vec![zero; a_rows.len() * b_rows.len()];
+    let accs = for_loop(cx, z, k_vec, vw, &inits, |cx, kk, acc| {
+        let load = |cx: &mut Ctx, ptr: V, base: V| {
+            let i = cx.b.add(base, kk);
+            let p = cx.b.gep(ptr, i, Ty::F32);
+            cx.b.op(
+                vty,
+                &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
+            )
+        };
+        let av: Vec<V> = a_rows.iter().map(|&r| load(cx, pa, r)).collect();
+        let bv: Vec<V> = b_rows.iter().map(|&r| load(cx, pb, r)).collect();
+        let mut next = Vec::with_capacity(acc.len());
+        for (r, a) in av.iter().enumerate() {
+            for (c, b) in bv.iter().enumerate() {
+                let s = acc[r * bv.len() + c];
+                next.push(cx.b.pure(vty, format!("math.fma {a}, {b}, {s} : {vty}")));
+            }
+        }
+        Ok(next)
+    })?;
+    let sums: Vec<V> = accs
+        .iter()
+        .map(|v| {
+            cx.b.pure(
+                Ty::F32,
+                format!("vector.reduction <add>, {v} fastmath<reassoc> : {vty} into f32"),
+            )
+        })
+        .collect();
+    // The last k % 16 products, one at a time.
+    let one = cx.b.i64c(1);
+    let sums = for_loop(cx, k_vec, t.k, one, &sums, |cx, kk, acc| {
+        let load = |cx: &mut Ctx, ptr: V, base: V| {
+            let i = cx.b.add(base, kk);
+            let p = cx.b.gep(ptr, i, Ty::F32);
+            cx.b.load(p, Ty::F32)
+        };
+        let av: Vec<V> = a_rows.iter().map(|&r| load(cx, pa, r)).collect();
+        let bv: Vec<V> = b_rows.iter().map(|&r| load(cx, pb, r)).collect();
+        let mut next = Vec::with_capacity(acc.len());
+        for (r, a) in av.iter().enumerate() {
+            for (c, b) in bv.iter().enumerate() {
+                let s = acc[r * bv.len() + c];
+                next.push(cx.b.pure(Ty::F32, format!("math.fma {a}, {b}, {s} : f32")));
+            }
+        }
+        Ok(next)
+    })?;
+    for r in 0..rows {
+        let rv = cx.b.i64c(r);
+        let i = cx.b.add(t.i0, rv);
+        let row_ok = cx.b.cmpi("slt", i, t.m);
+        let sums = &sums[(r * t.tn) as usize..((r + 1) * t.tn) as usize];
+        if_then(cx, row_ok, |cx| {
+            let row = cx.b.mul(i, t.n);
+            let base = cx.b.add(t.c_off, row);
+            for (c, &v) in sums.iter().enumerate() {
+                let cv = cx.b.i64c(c as i64);
+                let j = cx.b.add(t.j0, cv);
+                let col_ok = cx.b.cmpi("slt", j, t.n);
+                if_then(cx, col_ok, |cx| {
+                    let idx = cx.b.add(base, j);
+                    let p = cx.b.gep(pc, idx, Ty::F32);
+                    cx.b.store(v, p);
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
