@@ -264,6 +264,7 @@ impl Builder {
                     level.value_buf.insert(v0, id);
                 }
                 Op::MatMul
+                | Op::MatMulT
                 | Op::Fused(_)
                 | Op::Attention(_)
                 | Op::PrFlash(_)

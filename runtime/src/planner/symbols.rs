@@ -49,7 +49,7 @@ fn collect(g: &Graph, out: &mut BTreeSet<String>) {
 /// attributes), so on static operands it computes the same on every run.
 pub(crate) fn op_is_static(op: &Op) -> bool {
     match op {
-        Op::MatMul | Op::LinearScan(_) => true,
+        Op::MatMul | Op::MatMulT | Op::LinearScan(_) => true,
         Op::Fused(f) => of_graph(&f.body).is_empty(),
         Op::Attention(a) => a.offset.symbols().is_empty(),
         Op::PrFlash(a) => a.offset.symbols().is_empty(),
