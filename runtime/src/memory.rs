@@ -1,24 +1,122 @@
-//! 64-byte aligned host buffers (cache lines; vector loads of any width).
+//! Aligned host buffers: 64-byte aligned (cache lines; vector loads of any
+//! width), and from 1 MiB up mapped on 2 MiB boundaries with transparent
+//! huge pages asked for (`madvise`), so that streaming a weight once per
+//! token neither misses the TLB every 4 KiB nor stops the hardware
+//! prefetchers at every small page's end.
 
-use bytemuck::{Pod, Zeroable};
+use std::alloc::Layout;
+use std::ptr::NonNull;
 
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
+const LINE: usize = 64;
+/// Buffers this large get their own huge-page-aligned mapping.
+const HUGE_FROM: usize = 1 << 20;
+const HUGE_PAGE: usize = 2 << 20;
 
-/// A zero-initialized, 64-byte aligned byte buffer.
-#[derive(Clone, Default)]
+/// A zero-initialized, aligned byte buffer.
 pub struct AlignedBuf {
-    lines: Vec<Line>,
+    ptr: NonNull<u8>,
+    /// Bytes in use.
     len: usize,
+    /// Bytes usable from `ptr`.
+    cap: usize,
+    alloc: Alloc,
+}
+
+enum Alloc {
+    /// Nothing allocated (`cap` 0, a dangling aligned pointer).
+    None,
+    /// From the global allocator with this layout.
+    Heap(Layout),
+    /// An anonymous mapping of `len` bytes at `base` (`ptr` is within it).
+    #[cfg(unix)]
+    Map { base: *mut libc::c_void, len: usize },
+}
+
+// SAFETY: the buffer owns its memory exclusively; `&AlignedBuf` gives only
+// shared reads of it.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: as above.
+unsafe impl Sync for AlignedBuf {}
+
+impl Default for AlignedBuf {
+    fn default() -> Self {
+        AlignedBuf {
+            ptr: NonNull::<[u8; LINE]>::dangling().cast(),
+            len: 0,
+            cap: 0,
+            alloc: Alloc::None,
+        }
+    }
 }
 
 impl AlignedBuf {
     pub fn zeroed(len: usize) -> AlignedBuf {
-        AlignedBuf {
-            lines: vec![Line([0; 64]); len.div_ceil(64).max(1)],
-            len,
+        let cap = len.max(1).div_ceil(LINE) * LINE;
+        #[cfg(unix)]
+        if cap >= HUGE_FROM {
+            if let Some(b) = Self::mapped(len, cap) {
+                return b;
+            }
         }
+        Self::zeroed_lazy(len)
+    }
+
+    /// Zeroed, in small pages that the OS fills as they are first touched:
+    /// for state sized for the worst case and mostly untouched (a KV cache
+    /// for the whole context), where a huge page would zero 2 MiB for the
+    /// first row written.
+    pub fn zeroed_lazy(len: usize) -> AlignedBuf {
+        let cap = len.max(1).div_ceil(LINE) * LINE;
+        let layout = Layout::from_size_align(cap, LINE).expect("buffer size fits a layout");
+        // SAFETY: `layout` has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(p) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        AlignedBuf {
+            ptr,
+            len,
+            cap,
+            alloc: Alloc::Heap(layout),
+        }
+    }
+
+    /// A fresh anonymous mapping (zero pages, untouched) aligned to a huge
+    /// page, with huge pages asked for before anything faults them in; `None`
+    /// if the mapping fails (the heap serves then).
+    #[cfg(unix)]
+    fn mapped(len: usize, cap: usize) -> Option<AlignedBuf> {
+        let cap = cap.div_ceil(HUGE_PAGE) * HUGE_PAGE;
+        let map_len = cap + HUGE_PAGE;
+        // SAFETY: an anonymous private mapping; no file, no fixed address.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let offset = (HUGE_PAGE - base as usize % HUGE_PAGE) % HUGE_PAGE;
+        // SAFETY: `offset < HUGE_PAGE` and the mapping has `cap + HUGE_PAGE`
+        // bytes, so `[ptr, ptr + cap)` lies inside it.
+        let ptr = unsafe { (base as *mut u8).add(offset) };
+        // SAFETY: the range is inside the mapping; the advice only changes
+        // how pages are backed (it failing leaves small pages).
+        unsafe {
+            libc::madvise(ptr.cast(), cap, libc::MADV_HUGEPAGE);
+        }
+        Some(AlignedBuf {
+            ptr: NonNull::new(ptr)?,
+            len,
+            cap,
+            alloc: Alloc::Map { base, len: map_len },
+        })
     }
 
     pub fn from_bytes(bytes: &[u8]) -> AlignedBuf {
@@ -37,22 +135,51 @@ impl AlignedBuf {
 
     /// Grows (never shrinks) to at least `len` bytes; contents are not kept.
     pub fn ensure(&mut self, len: usize) {
-        if len > self.lines.len() * 64 {
+        if len > self.cap {
             *self = AlignedBuf::zeroed(len);
         }
         self.len = self.len.max(len);
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.lines)[..self.len]
+        // SAFETY: `ptr` is valid for `cap >= len` initialized bytes (zeroed
+        // at allocation), or dangling and aligned with `len == 0`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+        // SAFETY: as in `as_bytes`, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        bytemuck::cast_slice_mut::<Line, u8>(&mut self.lines).as_mut_ptr()
+        self.ptr.as_ptr()
+    }
+}
+
+impl Clone for AlignedBuf {
+    fn clone(&self) -> Self {
+        if self.cap == 0 {
+            return AlignedBuf::default();
+        }
+        let mut b = AlignedBuf::zeroed(self.len);
+        b.as_bytes_mut().copy_from_slice(self.as_bytes());
+        b
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        match self.alloc {
+            Alloc::None => {}
+            // SAFETY: allocated by `alloc_zeroed` with this layout.
+            Alloc::Heap(layout) => unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) },
+            #[cfg(unix)]
+            // SAFETY: the whole mapping made in `mapped`, unmapped once.
+            Alloc::Map { base, len } => unsafe {
+                libc::munmap(base, len);
+            },
+        }
     }
 }
 
@@ -76,5 +203,33 @@ pub fn write_tensor(t: &kiln_ir::Tensor, dst: &mut [u8]) {
         D::U8(v) => put(v, dst, |x| [x]),
         D::I8(v) => put(v, dst, i8::to_le_bytes),
         D::Bool(v) => put(v, dst, |x| [x as u8]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_zeroed_aligned_and_grow() {
+        for len in [0, 1, 63, 64, 1000, HUGE_FROM - 1, HUGE_FROM, 5 << 20] {
+            let mut b = AlignedBuf::zeroed(len);
+            assert_eq!(b.len(), len);
+            assert!(b.as_bytes().iter().all(|&x| x == 0));
+            let align = if len >= HUGE_FROM { HUGE_PAGE } else { LINE };
+            assert_eq!(b.as_mut_ptr() as usize % align, 0, "len {len}");
+            if len > 0 {
+                b.as_bytes_mut()[len - 1] = 7;
+                let c = b.clone();
+                assert_eq!(c.as_bytes(), b.as_bytes());
+            }
+        }
+        let mut b = AlignedBuf::default();
+        assert!(b.is_empty());
+        b.ensure(3 << 20);
+        assert_eq!(b.len(), 3 << 20);
+        b.ensure(10);
+        assert_eq!(b.len(), 3 << 20, "ensure never shrinks");
+        assert_eq!(AlignedBuf::from_bytes(&[1, 2, 3]).as_bytes(), &[1, 2, 3]);
     }
 }

@@ -10,7 +10,7 @@ use super::ffi::{
 };
 use super::program::{RtScan, RtStep};
 use crate::error::RuntimeError;
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Per-run state: buffer addresses and sizes, the size values, each
 /// kernel's block count, and scratch for argument lists.
@@ -32,7 +32,7 @@ pub(crate) struct Machine {
 /// What launches need besides the machine.
 pub(crate) struct Kernels<'a> {
     pub funcs: &'a [CpuKernelFn],
-    pub pool: &'a rayon::ThreadPool,
+    pub pool: &'a super::pool::Pool,
 }
 
 impl Machine {
@@ -82,11 +82,14 @@ pub(crate) fn run_steps(
 }
 
 /// A launch touching fewer bytes than this runs on the calling thread:
-/// waking the pool costs ~10-20 µs, more than such a kernel takes (decode
-/// steps and scan iterations are full of them).
+/// handing it to the pool (about a microsecond while the workers spin, and
+/// cache lines moving between cores) costs more than such a kernel takes
+/// (decode steps and scan iterations are full of them).
 const PARALLEL_BYTES: usize = 64 << 10;
 
-/// Splits `blocks` over the pool: a few contiguous chunks per thread.
+/// Splits `blocks` over the pool: a few contiguous chunks per thread, taken
+/// in order by whichever thread is free (a thread the OS delays holds up
+/// only the chunk it has).
 fn launch(
     k: &Kernels,
     func: CpuKernelFn,
@@ -96,16 +99,19 @@ fn launch(
     bytes: usize,
 ) {
     let call = LaunchArgs { func, args, sizes };
-    let threads = k.pool.current_num_threads();
+    let threads = k.pool.threads();
     if threads <= 1 || blocks == 1 || bytes < PARALLEL_BYTES {
         call.run_blocks(0, blocks);
         return;
     }
     let chunks = (threads * 4).min(blocks);
-    k.pool.install(|| {
-        (0..chunks).into_par_iter().for_each(|c| {
-            call.run_blocks(blocks * c / chunks, blocks * (c + 1) / chunks);
-        })
+    let next = AtomicUsize::new(0);
+    k.pool.run(&|_| loop {
+        let c = next.fetch_add(1, Ordering::Relaxed);
+        if c >= chunks {
+            break;
+        }
+        call.run_blocks(blocks * c / chunks, blocks * (c + 1) / chunks);
     });
 }
 

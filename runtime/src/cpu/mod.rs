@@ -19,6 +19,7 @@ pub(crate) mod dims;
 mod exec;
 mod ffi;
 pub(crate) mod load;
+mod pool;
 pub(crate) mod program;
 mod state;
 
@@ -60,7 +61,7 @@ pub struct CpuExecutor {
     is_state: Vec<bool>,
     program: Program,
     machine: Machine,
-    pool: rayon::ThreadPool,
+    pool: pool::Pool,
 }
 
 /// Whether a call reads state inputs from the caller or from the executor.
@@ -112,11 +113,7 @@ impl CpuExecutor {
         } else {
             opts.threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("kiln-cpu-{i}"))
-            .build()
-            .map_err(|e| RuntimeError::ThreadPool(e.to_string()))?;
+        let pool = pool::Pool::new(threads).map_err(|e| RuntimeError::ThreadPool(e.to_string()))?;
         let mut is_state = vec![false; plan.inputs.len()];
         for i in plan.state_inputs() {
             is_state[i] = true;
@@ -159,7 +156,7 @@ impl CpuExecutor {
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
     /// Runs the plan on `inputs` (by name, every input of the plan) and
