@@ -331,8 +331,9 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
     print()
     kernels = ", ".join(f"{t}: {b['kernel']}{' huge pages' if b.get('huge_pages') else ''}"
                         for t, b in bw.items())
-    print(f"memory read bandwidth (best kernel, best of passes): 1 thread {bw['1']['best_gbps']:.1f} GB/s, "
-          f"{threads} threads {gbps:.1f} GB/s ({kernels})")
+    multi = f", {threads} threads {gbps:.1f} GB/s" if threads != 1 else ""
+    print(f"memory read bandwidth (best kernel, best of passes): 1 thread {bw['1']['best_gbps']:.1f} GB/s"
+          f"{multi} ({kernels})")
     head = (f"{'model':<12} {'metric':<16} {'Kiln':>9} {'PyTorch':>9} {'llama.cpp':>9} "
             f"{'K vs PT':>8} {'K vs lc':>8}  bandwidth limit")
     print(head)
