@@ -509,6 +509,10 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print_table(results, bw, args.threads)
+    if args.llama_cpp:
+        print("llama.cpp attention: " + (
+            "f32 (f32 KV cache, flash attention off)" if args.llama_cpp_attention == "f32"
+            else "llama.cpp's defaults (f16 KV cache, flash attention auto)"))
     machine = f"{platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     print(f"date {started:%Y-%m-%d %H:%M} UTC; machine {machine}; threads {args.threads}; "
           f"{'quick' if args.quick else 'full'}; load average before "
