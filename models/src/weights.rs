@@ -476,4 +476,30 @@ impl ParamSource for Weights {
     fn param(&self, name: &str) -> Option<&Tensor> {
         self.get(name).ok()
     }
+
+    /// The mapped bytes themselves when the stored type loads unchanged
+    /// (f32 and the integer types): no converted tensor is made or kept.
+    fn param_bytes(&self, name: &str) -> Option<kiln_ir::interp::ParamBytes<'_>> {
+        let stored = self.resolve(name)?;
+        let e = &self.entries[stored];
+        let unchanged = matches!(
+            e.dtype,
+            Dtype::F32 | Dtype::I32 | Dtype::I64 | Dtype::U8 | Dtype::I8
+        );
+        match (&e.file, e.loaded.get()) {
+            (Some(file), None) if unchanged => Some(kiln_ir::interp::ParamBytes {
+                dtype: e.dtype.loaded(),
+                shape: e.shape.clone(),
+                bytes: std::borrow::Cow::Borrowed(file.bytes(stored)?),
+            }),
+            _ => {
+                let t = self.get(name).ok()?;
+                Some(kiln_ir::interp::ParamBytes {
+                    dtype: t.dtype(),
+                    shape: t.shape.clone(),
+                    bytes: std::borrow::Cow::Owned(t.to_bytes()),
+                })
+            }
+        }
+    }
 }

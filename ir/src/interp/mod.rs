@@ -103,6 +103,26 @@ impl EvalOptions {
 pub trait ParamSource {
     /// The tensor of parameter `name`, if there is one.
     fn param(&self, name: &str) -> Option<&Tensor>;
+
+    /// Parameter `name` as its dtype, shape and little-endian bytes (the
+    /// layout [`Tensor::to_bytes`] gives): what an executor copies into its
+    /// own memory. The default converts [`ParamSource::param`]; a store that
+    /// holds the bytes already (a mapped file) lends them, so loading makes
+    /// no converted copy on the way.
+    fn param_bytes(&self, name: &str) -> Option<ParamBytes<'_>> {
+        self.param(name).map(|t| ParamBytes {
+            dtype: t.dtype(),
+            shape: t.shape.clone(),
+            bytes: std::borrow::Cow::Owned(t.to_bytes()),
+        })
+    }
+}
+
+/// See [`ParamSource::param_bytes`].
+pub struct ParamBytes<'a> {
+    pub dtype: crate::DType,
+    pub shape: Vec<usize>,
+    pub bytes: std::borrow::Cow<'a, [u8]>,
 }
 
 impl ParamSource for HashMap<String, Tensor> {

@@ -38,23 +38,23 @@ pub(crate) fn resident_one(
     let buf = match &b.storage {
         Storage::Param(name) => {
             let t = params
-                .param(name)
+                .param_bytes(name)
                 .ok_or_else(|| RuntimeError::MissingParam {
                     name: name.clone(),
                     expected: b.ty.to_string(),
                 })?;
             let want = b.ty.eval_shape(&Bindings::new());
-            let fits = t.dtype() == b.ty.dtype
+            let fits = t.dtype == b.ty.dtype
                 && want.as_ref().ok() == Some(&t.shape)
-                && t.data.len() == t.shape.iter().product::<usize>();
+                && t.bytes.len() == t.shape.iter().product::<usize>() * t.dtype.size_bytes();
             if !fits {
                 return Err(RuntimeError::ParamType {
                     name: name.clone(),
-                    got: format!("{}{:?}", t.dtype(), t.shape),
+                    got: format!("{}{:?}", t.dtype, t.shape),
                     expected: b.ty.to_string(),
                 });
             }
-            AlignedBuf::from_bytes(&t.to_bytes())
+            AlignedBuf::from_bytes(&t.bytes)
         }
         Storage::Const(lit) => {
             let t = Tensor::from_f64(
