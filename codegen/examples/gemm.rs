@@ -11,6 +11,7 @@
 
 use kiln_codegen::{compile_cpu, KernelSpec};
 use kiln_ir::{DType, Dim, Op, TensorType};
+use kiln_runtime::memory::AlignedBuf;
 use std::time::Instant;
 
 fn spec(name: &str, op: Op, m: &str, k: i64, n: i64) -> KernelSpec {
@@ -54,12 +55,18 @@ fn main() {
             } else {
                 1
             };
-            let bs: Vec<Vec<f32>> = (0..copies)
-                .map(|_| (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect())
+            // Weights live where the executor keeps them: huge-page mappings.
+            let bs: Vec<AlignedBuf> = (0..copies)
+                .map(|_| {
+                    let vals: Vec<u8> = (0..k * n)
+                        .flat_map(|i| ((i % 5) as f32 * 0.1).to_le_bytes())
+                        .collect();
+                    AlignedBuf::from_bytes(&vals)
+                })
                 .collect();
             let mut c = vec![0f32; m * n];
             let (pa, pc) = (a.as_ptr() as usize, c.as_mut_ptr() as usize);
-            let pbs: Vec<usize> = bs.iter().map(|b| b.as_ptr() as usize).collect();
+            let pbs: Vec<usize> = bs.iter().map(|b| b.as_bytes().as_ptr() as usize).collect();
             let sizes = [m as i64];
             let bind = kiln_ir::Bindings::from([("m".to_string(), m as i64)]);
             let blocks = launch.grid.num_blocks(&bind).unwrap() as i64;

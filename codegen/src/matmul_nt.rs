@@ -9,8 +9,10 @@
 //! every tile takes the vector path.
 //!
 //! A tile with a single row of A left (decode, `m = 1`) runs a one-row
-//! variant: a GEMV that streams TN rows of the weight with no repeated
-//! work. Blocks are ordered in chunks of rows (`ORDER`): within a chunk a
+//! variant: a GEMV that reads its TN weight rows one after the other, so
+//! each thread streams one contiguous range of the weight (reading the rows
+//! side by side instead halved the rate: four short streams per block that
+//! the prefetchers must pick up anew every 12 KiB). Blocks are ordered in chunks of rows (`ORDER`): within a chunk a
 //! block's TN rows of B are reused by the chunk's row tiles from cache.
 
 use crate::builder::{for_loop, if_else, if_then, Ty, R, V};
@@ -23,6 +25,9 @@ pub(crate) const TM: i64 = 4;
 pub(crate) const TN: i64 = 4;
 /// Vector width along `k`.
 const VW: i64 = 16;
+/// Vectors of `k` per iteration in the one-row variant: more loads in
+/// flight per weight row.
+const GEMV_UNROLL: i64 = 4;
 /// Row tiles per chunk: 64 rows of A (192 KiB at k = 768) stay in L2.
 pub(crate) const ORDER: BlockOrder = BlockOrder::ChunkedRows(16);
 
@@ -36,19 +41,94 @@ pub(crate) fn cpu_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
         single,
         &[],
         |cx| {
-            tile(cx, t, 1)?;
+            gemv_tile(cx, t)?;
             Ok(vec![])
         },
         |cx| {
-            tile(cx, t, TM)?;
+            tile(cx, t, TM, 1)?;
             Ok(vec![])
         },
     )?;
     Ok(())
 }
 
-/// `rows` rows of A against TN rows of B.
-fn tile(cx: &mut Ctx, t: &Tile, rows: i64) -> R<()> {
+/// One row of A against TN rows of B, one B row after the other: a thread
+/// then reads its weight rows as one sequential stream (what hardware
+/// prefetchers follow best), with `GEMV_UNROLL` accumulators per row for
+/// independent FMA chains. The row of A stays in L1.
+fn gemv_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
+    let vty = Ty::VF32(VW as u32);
+    let zero =
+        cx.b.in_prologue(|b| b.pure(vty, format!("arith.constant dense<0.000000e+00> : {vty}")));
+    let one = cx.b.i64c(1);
+    let ik = cx.b.mul(t.i0, t.k);
+    let a_row = cx.b.add(t.a_off, ik);
+    let (pa, pb, pc) = (cx.bufs[0], cx.bufs[1], cx.bufs[2]);
+    let z = cx.b.i64c(0);
+    let step = cx.b.i64c(VW * GEMV_UNROLL);
+    let k_vec = cx.b.div(t.k, step);
+    let k_vec = cx.b.mul(k_vec, step);
+    let row = cx.b.mul(t.i0, t.n);
+    let c_row = cx.b.add(t.c_off, row);
+    for c in 0..t.tn {
+        let cv = cx.b.i64c(c);
+        let j = cx.b.add(t.j0, cv);
+        let col_ok = cx.b.cmpi("slt", j, t.n);
+        if_then(cx, col_ok, |cx| {
+            let jk = cx.b.mul(j, t.k);
+            let b_row = cx.b.add(t.b_off, jk);
+            let inits = vec![zero; GEMV_UNROLL as usize];
+            let accs = for_loop(cx, z, k_vec, step, &inits, |cx, kk, acc| {
+                let mut next = Vec::with_capacity(acc.len());
+                for (u, &s) in acc.iter().enumerate() {
+                    let off = cx.b.i64c(u as i64 * VW);
+                    let ku = cx.b.add(kk, off);
+                    let mut load = |ptr: V, base: V| {
+                        let idx = cx.b.add(base, ku);
+                        let p = cx.b.gep(ptr, idx, Ty::F32);
+                        cx.b.op(
+                            vty,
+                            &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
+                        )
+                    };
+                    let a = load(pa, a_row);
+                    let b = load(pb, b_row);
+                    next.push(cx.b.pure(vty, format!("math.fma {a}, {b}, {s} : {vty}")));
+                }
+                Ok(next)
+            })?;
+            let mut v = accs[0];
+            for &w in &accs[1..] {
+                v = cx.b.pure(vty, format!("arith.addf {v}, {w} : {vty}"));
+            }
+            let sum = cx.b.pure(
+                Ty::F32,
+                format!("vector.reduction <add>, {v} fastmath<reassoc> : {vty} into f32"),
+            );
+            let sum = for_loop(cx, k_vec, t.k, one, &[sum], |cx, kk, acc| {
+                let ai = cx.b.add(a_row, kk);
+                let p = cx.b.gep(pa, ai, Ty::F32);
+                let a = cx.b.load(p, Ty::F32);
+                let bi = cx.b.add(b_row, kk);
+                let p = cx.b.gep(pb, bi, Ty::F32);
+                let b = cx.b.load(p, Ty::F32);
+                let s = acc[0];
+                Ok(vec![cx
+                    .b
+                    .pure(Ty::F32, format!("math.fma {a}, {b}, {s} : f32"))])
+            })?;
+            let idx = cx.b.add(c_row, j);
+            let p = cx.b.gep(pc, idx, Ty::F32);
+            cx.b.store(sum[0], p);
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// `rows` rows of A against TN rows of B; `unroll` vectors of `k` per
+/// iteration, each with its own accumulators.
+fn tile(cx: &mut Ctx, t: &Tile, rows: i64, unroll: i64) -> R<()> {
     let vty = Ty::VF32(VW as u32);
     let zero =
         cx.b.in_prologue(|b| b.pure(vty, format!("arith.constant dense<0.000000e+00> : {vty}")));
@@ -73,30 +153,46 @@ fn tile(cx: &mut Ctx, t: &Tile, rows: i64) -> R<()> {
         .collect();
     let (pa, pb, pc) = (cx.bufs[0], cx.bufs[1], cx.bufs[2]);
     let z = cx.b.i64c(0);
-    let vw = cx.b.i64c(VW);
-    let k_vec = cx.b.div(t.k, vw);
-    let k_vec = cx.b.mul(k_vec, vw);
-    let inits = vec![zero; a_rows.len() * b_rows.len()];
-    let accs = for_loop(cx, z, k_vec, vw, &inits, |cx, kk, acc| {
-        let load = |cx: &mut Ctx, ptr: V, base: V| {
-            let i = cx.b.add(base, kk);
-            let p = cx.b.gep(ptr, i, Ty::F32);
-            cx.b.op(
-                vty,
-                &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
-            )
-        };
-        let av: Vec<V> = a_rows.iter().map(|&r| load(cx, pa, r)).collect();
-        let bv: Vec<V> = b_rows.iter().map(|&r| load(cx, pb, r)).collect();
+    let step = cx.b.i64c(VW * unroll);
+    let k_vec = cx.b.div(t.k, step);
+    let k_vec = cx.b.mul(k_vec, step);
+    let per = a_rows.len() * b_rows.len();
+    let inits = vec![zero; per * unroll as usize];
+    let accs = for_loop(cx, z, k_vec, step, &inits, |cx, kk, acc| {
         let mut next = Vec::with_capacity(acc.len());
-        for (r, a) in av.iter().enumerate() {
-            for (c, b) in bv.iter().enumerate() {
-                let s = acc[r * bv.len() + c];
-                next.push(cx.b.pure(vty, format!("math.fma {a}, {b}, {s} : {vty}")));
+        for u in 0..unroll {
+            let off = cx.b.i64c(u * VW);
+            let ku = cx.b.add(kk, off);
+            let load = |cx: &mut Ctx, ptr: V, base: V| {
+                let i = cx.b.add(base, ku);
+                let p = cx.b.gep(ptr, i, Ty::F32);
+                cx.b.op(
+                    vty,
+                    &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
+                )
+            };
+            let av: Vec<V> = a_rows.iter().map(|&r| load(cx, pa, r)).collect();
+            let bv: Vec<V> = b_rows.iter().map(|&r| load(cx, pb, r)).collect();
+            for (r, a) in av.iter().enumerate() {
+                for (c, b) in bv.iter().enumerate() {
+                    let s = acc[u as usize * per + r * bv.len() + c];
+                    next.push(cx.b.pure(vty, format!("math.fma {a}, {b}, {s} : {vty}")));
+                }
             }
         }
         Ok(next)
     })?;
+    // The unrolled accumulators of each output, added.
+    let accs: Vec<V> = (0..per)
+        .map(|i| {
+            let mut v = accs[i];
+            for u in 1..unroll as usize {
+                let w = accs[u * per + i];
+                v = cx.b.pure(vty, format!("arith.addf {v}, {w} : {vty}"));
+            }
+            v
+        })
+        .collect();
     let sums: Vec<V> = accs
         .iter()
         .map(|v| {
@@ -106,7 +202,7 @@ fn tile(cx: &mut Ctx, t: &Tile, rows: i64) -> R<()> {
             )
         })
         .collect();
-    // The last k % 16 products, one at a time.
+    // The last products, one at a time.
     let one = cx.b.i64c(1);
     let sums = for_loop(cx, k_vec, t.k, one, &sums, |cx, kk, acc| {
         let load = |cx: &mut Ctx, ptr: V, base: V| {
