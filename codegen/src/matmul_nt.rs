@@ -20,7 +20,7 @@ use crate::ctx::Ctx;
 use crate::matmul::{clamped_row, BlockOrder, Tile};
 
 /// Rows of A per tile.
-pub(crate) const TM: i64 = 4;
+pub(crate) const TM: i64 = 6;
 /// Rows of B (columns of C) per tile.
 pub(crate) const TN: i64 = 4;
 /// Vector width along `k`.
