@@ -250,6 +250,14 @@ impl kiln_runtime::Executor for Executable {
     ) -> Result<BTreeMap<String, Tensor>, kiln_runtime::RuntimeError> {
         self.executor.step(inputs, sizes)
     }
+    fn step_only(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+        outputs: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>, kiln_runtime::RuntimeError> {
+        self.executor.step_only(inputs, sizes, outputs)
+    }
     fn device(&self) -> String {
         kiln_runtime::Executor::device(&self.executor)
     }

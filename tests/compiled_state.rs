@@ -778,3 +778,49 @@ fn nested_scans_and_carry_free_scans() {
         check_run(&mut exe, &g, &ins, &Bindings::new(), 1e-6);
     }
 }
+
+/// Asking a step for `last_logits` alone runs only what it and the cache
+/// updates need, and gives the last row of `logits` with the same state
+/// afterwards; an unknown output name is a typed error.
+#[test]
+fn step_only_last_logits_skips_the_full_lm_head() {
+    use kiln_runtime::Executor;
+    let cfg = kiln_models::llama::tiny_config();
+    let w = kiln_models::llama::random_weights(&cfg, 3);
+    let g = kiln_models::llama::build(&cfg).unwrap();
+    let mut full = jit(&g, &w, &CompileOptions::default()).unwrap();
+    let mut only = jit(&g, &w, &CompileOptions::default()).unwrap();
+    let b = sizes(&[("ctx", 16), ("past", 0)]);
+    Executor::init_state(&mut full, &b).unwrap();
+    Executor::init_state(&mut only, &b).unwrap();
+    let tokens = |ids: &[i32]| {
+        inputs(vec![(
+            "tokens",
+            Tensor::i32(vec![ids.len()], ids.to_vec()).unwrap(),
+        )])
+    };
+    let mut past = 0;
+    for ids in [&[5, 9, 2, 7, 1][..], &[3], &[8]] {
+        let b = sizes(&[("ctx", 16), ("past", past)]);
+        let all = Executor::step(&mut full, &tokens(ids), &b).unwrap();
+        let last = Executor::step_only(&mut only, &tokens(ids), &b, &["last_logits"]).unwrap();
+        assert_eq!(last.keys().collect::<Vec<_>>(), ["last_logits"]);
+        let all = all["logits"].to_f64_vec();
+        let vocab = last["last_logits"].shape[1];
+        let want = &all[all.len() - vocab..];
+        let e = rel_l2(&last["last_logits"].to_f64_vec(), want);
+        assert!(e < 1e-5, "{} token(s) at past {past}: {e:.2e}", ids.len());
+        past += ids.len() as i64;
+    }
+    let err = Executor::step_only(
+        &mut only,
+        &tokens(&[1]),
+        &sizes(&[("ctx", 16), ("past", past)]),
+        &["nope"],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::UnknownOutput { ref name, .. } if name == "nope"),
+        "{err}"
+    );
+}

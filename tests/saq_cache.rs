@@ -69,6 +69,7 @@ fn interpreted(
         };
         let mut res = eval_with(g, &inputs, w, &opts).unwrap();
         out.push(res.remove("logits").unwrap().to_f64_vec());
+        res.remove("last_logits");
         state.extend(res);
     }
     out

@@ -22,7 +22,11 @@ pub(crate) fn param(b: &ModelBuilder, name: &str, dims: &[usize]) -> Var {
 }
 
 /// The final RMS norm (weight `norm`) and the LM head: `lm_head.weight`
-/// `[vocab, hidden]`, or the token embedding `embed` when tied.
+/// `[vocab, hidden]`, or the token embedding `embed` when tied. Returns the
+/// logits of every position (`[seq, vocab]`) and of the last one alone
+/// (`[1, vocab]`): a model outputs both, as `logits` and `last_logits`, so
+/// that generation can ask for the next token's logits without paying for
+/// the LM head on a whole prompt.
 pub(crate) fn lm_head(
     b: &ModelBuilder,
     x: &Var,
@@ -30,15 +34,19 @@ pub(crate) fn lm_head(
     embed: &Var,
     tied: bool,
     eps: f64,
-) -> Var {
+) -> (Var, Var) {
     let _s = b.scope("lm_head");
     let shape = embed.shape();
     let (vocab, hidden) = (shape[0].clone(), shape[1].clone());
-    let xn = x.rms_norm(&b.param(norm, DType::F32, vec![hidden.clone()]), eps);
+    let norm_w = b.param(norm, DType::F32, vec![hidden.clone()]);
     let head = if tied {
         embed.clone()
     } else {
         b.param("lm_head.weight", DType::F32, vec![vocab, hidden])
     };
-    linear(&xn, &head, None)
+    let seq = x.shape()[0].clone();
+    let last = x.slice(0, &seq - &Dim::constant(1), seq);
+    let all = linear(&x.rms_norm(&norm_w, eps), &head, None);
+    let next = linear(&last.rms_norm(&norm_w, eps), &head, None);
+    (all, next)
 }

@@ -22,7 +22,8 @@
 //!   capacity `ctx`, bound from the cache's shape);
 //! - explicit size `past`: how many cache rows are filled, given by the caller
 //!   (`EvalOptions::sizes` in the interpreter); no shape determines it;
-//! - outputs: `logits: f32[seq, vocab]`, then the updated caches under the
+//! - outputs: `logits: f32[seq, vocab]`, `last_logits: f32[1, vocab]` (the last
+//!   position's, what generation asks for), then the updated caches under the
 //!   same names as the inputs, each an in-place alias of its input.
 //!
 //! The new keys/values go to rows `past..past+seq` (`update_slice`); attention
@@ -479,7 +480,7 @@ pub fn build(cfg: &LlamaConfig) -> Result<Graph, LlamaError> {
         x = x + mlp;
     }
 
-    let logits = lm_head(
+    let (logits, last_logits) = lm_head(
         &b,
         &x,
         "model.norm.weight",
@@ -488,6 +489,7 @@ pub fn build(cfg: &LlamaConfig) -> Result<Graph, LlamaError> {
         eps,
     );
     b.output("logits", &logits);
+    b.output("last_logits", &last_logits);
     for ((k_name, v_name), k_all, v_all) in &new_caches {
         b.output_alias(k_name, k_all, k_name);
         b.output_alias(v_name, v_all, v_name);

@@ -28,7 +28,8 @@
 //!   along the sequence axis) and `backbone.layers.{i}.ssm_state:
 //!   f32[d_inner, N]`;
 //! - no explicit sizes;
-//! - outputs: `logits: f32[seq, vocab]`, then the new states under the input
+//! - outputs: `logits: f32[seq, vocab]`, `last_logits: f32[1, vocab]` (the last
+//!   position's, what generation asks for), then the new states under the input
 //!   names, each an in-place alias of its input.
 //!
 //! Zero states start a sequence; prefill (`seq > 1`) and one-token decode
@@ -359,7 +360,7 @@ pub fn build(cfg: &MambaConfig) -> Result<Graph, MambaError> {
         new_states.push((MambaConfig::state_names(i), new_conv, new_ssm));
     }
 
-    let logits = lm_head(
+    let (logits, last_logits) = lm_head(
         &b,
         &x,
         "backbone.norm_f.weight",
@@ -368,6 +369,7 @@ pub fn build(cfg: &MambaConfig) -> Result<Graph, MambaError> {
         eps,
     );
     b.output("logits", &logits);
+    b.output("last_logits", &last_logits);
     for ((conv_name, ssm_name), conv, ssm) in &new_states {
         b.output_alias(conv_name, conv, conv_name);
         b.output_alias(ssm_name, ssm, ssm_name);

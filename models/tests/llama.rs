@@ -238,6 +238,11 @@ fn step(
     };
     let mut out = eval_with(g, &inputs, params, &opts).unwrap();
     let logits = out.remove("logits").unwrap();
+    // `last_logits` is the last row of `logits`, computed on its own.
+    let last = out.remove("last_logits").unwrap();
+    let all = logits.as_f32().unwrap();
+    assert_eq!(last.shape[0], 1);
+    assert_eq!(last.as_f32().unwrap(), &all[all.len() - last.shape[1]..]);
     // Every other output is an aliased cache: it becomes the next call's input.
     for name in out.keys() {
         assert_eq!(
@@ -369,11 +374,12 @@ fn signature_is_tokens_and_caches_in_logits_and_aliased_caches_out() {
         .map(|o| format!("{}: {} alias {:?}", o.name, g.ty(o.value), o.alias))
         .collect();
     assert_eq!(outputs[0], "logits: f32[seq,40] alias None");
+    assert_eq!(outputs[1], "last_logits: f32[1,40] alias None");
     assert_eq!(
-        outputs[1],
+        outputs[2],
         "model.layers.0.k_cache: f32[ctx,2,8] alias Some(\"model.layers.0.k_cache\")"
     );
-    assert_eq!(outputs.len(), 5);
+    assert_eq!(outputs.len(), 6);
     let params = g.params();
     let shapes = c.param_shapes();
     assert_eq!(params.len(), shapes.len());

@@ -202,6 +202,11 @@ fn step(
     );
     let mut out = eval_with(g, &inputs, params, &EvalOptions::default()).unwrap();
     let logits = out.remove("logits").unwrap();
+    // `last_logits` is the last row of `logits`, computed on its own.
+    let last = out.remove("last_logits").unwrap();
+    let all = logits.as_f32().unwrap();
+    assert_eq!(last.shape[0], 1);
+    assert_eq!(last.as_f32().unwrap(), &all[all.len() - last.shape[1]..]);
     for name in out.keys() {
         assert_eq!(
             g.output(name).unwrap().alias.as_deref(),
@@ -319,14 +324,15 @@ fn signature_is_tokens_and_states_in_logits_and_aliased_states_out() {
         .map(|o| (format!("{}: {}", o.name, g.ty(o.value)), o.alias.clone()))
         .collect();
     assert_eq!(outs[0], ("logits: f32[seq,29]".into(), None));
+    assert_eq!(outs[1], ("last_logits: f32[1,29]".into(), None));
     assert_eq!(
-        outs[2],
+        outs[3],
         (
             "backbone.layers.0.ssm_state: f32[32,8]".into(),
             Some("backbone.layers.0.ssm_state".into())
         )
     );
-    assert_eq!(outs.len(), 5);
+    assert_eq!(outs.len(), 6);
     // One scan per layer carries the SSM state.
     let scans = g
         .node_ids()

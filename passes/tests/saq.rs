@@ -141,6 +141,7 @@ fn logits(
         inputs.insert("tokens".into(), Tensor::i32(vec![n], ids).unwrap());
         let mut res = run(g, w, inputs, past);
         let l = res.remove("logits").unwrap().to_f64_vec();
+        res.remove("last_logits");
         let vocab = l.len() / n;
         out.extend(l.chunks(vocab).map(|c| c.to_vec()));
         for (k, v) in res {

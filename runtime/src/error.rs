@@ -8,6 +8,8 @@ pub enum RuntimeError {
     MissingInput { name: String, expected: String },
     #[error("unexpected input `{name}`; the model takes: {known}")]
     UnknownInput { name: String, known: String },
+    #[error("no output `{name}`; the model returns: {known}")]
+    UnknownOutput { name: String, known: String },
     #[error("input `{name}` is {got}, expected {expected}")]
     InputType {
         name: String,

@@ -43,6 +43,29 @@ pub trait Executor: Send {
         sizes: &Bindings,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError>;
 
+    /// [`Executor::step`] returning only `outputs`; an executor may skip
+    /// the work no requested output or state update needs. The default runs
+    /// everything and drops the rest.
+    fn step_only(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+        outputs: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        let mut all = self.step(inputs, sizes)?;
+        for n in outputs {
+            if !all.contains_key(*n) {
+                let known: Vec<String> = all.keys().cloned().collect();
+                return Err(RuntimeError::UnknownOutput {
+                    name: n.to_string(),
+                    known: known.join(", "),
+                });
+            }
+        }
+        all.retain(|k, _| outputs.contains(&k.as_str()));
+        Ok(all)
+    }
+
     /// Where it runs, for messages (`cpu (2 threads)`, `cuda:0 NVIDIA H100 (sm_90)`).
     fn device(&self) -> String;
 }
@@ -76,6 +99,14 @@ impl Executor for crate::cpu::CpuExecutor {
         sizes: &Bindings,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
         crate::cpu::CpuExecutor::step(self, inputs, sizes)
+    }
+    fn step_only(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+        outputs: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        crate::cpu::CpuExecutor::step_only(self, inputs, sizes, outputs)
     }
     fn device(&self) -> String {
         format!("cpu ({} threads)", self.threads())

@@ -68,6 +68,8 @@ where
     exec: X,
     /// Graphs without state see the whole sequence every call.
     stateless: bool,
+    /// The plan has `last_logits: f32[1, vocab]`.
+    has_last: bool,
     history: Vec<u32>,
     vocab: usize,
     /// The capacity of the cache, for plans with a `ctx` size.
@@ -113,12 +115,26 @@ where
             _ => None,
         }
         .ok_or_else(|| bad(format!("`logits` must be f32[seq, vocab], it is {logits}")))?;
+        // `last_logits: f32[1, vocab]`, when the model has it, is what
+        // generation asks for (the built-in models all have it).
+        let has_last = plan
+            .outputs
+            .iter()
+            .find(|o| o.name == "last_logits")
+            .and_then(|o| plan.buffers.get(o.buffer))
+            .is_some_and(|b| {
+                b.ty.dtype == DType::F32
+                    && b.ty.shape.len() == 2
+                    && b.ty.shape[0].as_const() == Some(1)
+                    && b.ty.shape[1].as_const() == Some(vocab as i64)
+            });
         let has = |s: &str| plan.symbols.iter().any(|x| x == s);
         let (uses_past, ctx) = (has("past"), has("ctx").then_some(ctx));
         let stateless = exec.state_names().is_empty();
         let mut lm = ExecutorLm {
             exec,
             stateless,
+            has_last,
             history: Vec::new(),
             vocab,
             ctx,
@@ -152,9 +168,44 @@ where
         sizes
     }
 
+    /// Runs `tokens` after those already seen; returns the logits of the
+    /// last (`vocab` values): what generation needs. A stateful model with a
+    /// `last_logits` output is asked for that alone, which skips the LM
+    /// head on every other position.
+    pub fn forward_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>, LmError> {
+        if !self.has_last || self.stateless {
+            let mut v = self.forward_all(tokens)?.to_f32_vec();
+            return Ok(v.split_off(v.len() - self.vocab));
+        }
+        let mut out = self.call(tokens, Some("last_logits"))?;
+        let logits = out.remove("last_logits").ok_or(LmError::NoLogits)?;
+        Ok(logits.to_f32_vec())
+    }
+
     /// Runs `tokens` after those already seen; returns all their logits
     /// (`[tokens.len(), vocab]`, row-major).
     pub fn forward_all(&mut self, tokens: &[u32]) -> Result<Tensor, LmError> {
+        let mut out = self.call(tokens, None)?;
+        let logits = out.remove("logits").ok_or(LmError::NoLogits)?;
+        if !self.stateless {
+            return Ok(logits);
+        }
+        let all = logits.to_f32_vec();
+        let keep = tokens.len() * self.vocab;
+        let rows = all[all.len().saturating_sub(keep)..].to_vec();
+        Tensor::f32(vec![tokens.len(), self.vocab], rows).map_err(|e| LmError::NotADecoder {
+            plan: self.exec.plan().name.clone(),
+            message: format!("its `logits` have the wrong size: {e}"),
+        })
+    }
+
+    /// Checks and feeds `tokens`; returns the outputs (only `only`, when
+    /// given, on a stateful model).
+    fn call(
+        &mut self,
+        tokens: &[u32],
+        only: Option<&str>,
+    ) -> Result<BTreeMap<String, Tensor>, LmError> {
         if tokens.is_empty() {
             return Err(LmError::NoTokens);
         }
@@ -184,12 +235,12 @@ where
         let ids: Vec<i32> = feed.iter().map(|&t| t as i32).collect();
         let input = Tensor::i32(vec![ids.len()], ids).expect("one id per element");
         let inputs = BTreeMap::from([("tokens".to_string(), input)]);
-        let result = if self.stateless {
-            self.exec.run_with(&inputs, &sizes)
-        } else {
-            self.exec.step(&inputs, &sizes)
+        let result = match (self.stateless, only) {
+            (true, _) => self.exec.run_with(&inputs, &sizes),
+            (false, None) => self.exec.step(&inputs, &sizes),
+            (false, Some(name)) => self.exec.step_only(&inputs, &sizes, &[name]),
         };
-        let mut out = match result {
+        let out = match result {
             Ok(out) => out,
             Err(e) => {
                 // The history must not hold tokens the model never saw.
@@ -200,17 +251,7 @@ where
             }
         };
         self.past += tokens.len();
-        let logits = out.remove("logits").ok_or(LmError::NoLogits)?;
-        if !self.stateless {
-            return Ok(logits);
-        }
-        let all = logits.to_f32_vec();
-        let keep = tokens.len() * self.vocab;
-        let rows = all[all.len().saturating_sub(keep)..].to_vec();
-        Tensor::f32(vec![tokens.len(), self.vocab], rows).map_err(|e| LmError::NotADecoder {
-            plan: self.exec.plan().name.clone(),
-            message: format!("its `logits` have the wrong size: {e}"),
-        })
+        Ok(out)
     }
 
     /// The logits of every token of `tokens` (`[len, vocab]`) from an empty
@@ -280,11 +321,8 @@ where
     }
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GenerateError> {
-        let logits = self
-            .forward_all(tokens)
-            .map_err(|e| GenerateError::Model(e.to_string()))?;
-        let mut v = logits.to_f32_vec();
-        Ok(v.split_off(v.len() - self.vocab))
+        self.forward_last(tokens)
+            .map_err(|e| GenerateError::Model(e.to_string()))
     }
 }
 

@@ -10,11 +10,14 @@ Every read kernel the build has (plain C, explicit AVX-512, AVX-512 with
 software prefetch; see stream_read.c) is run, on an array backed by
 transparent huge pages where the kernel grants them, and the fastest is kept
 per thread count: the bandwidth limit that decode is compared to should be the
-most this machine was seen to read, not what one loop happens to reach.
+most this machine reads, not what one loop happens to reach. "Most" is the
+kernel's median pass (sustained), not its best single pass: on a shared VM one
+pass can read far above what the machine sustains.
 
 Usage:  python scripts/bench/bandwidth.py [--threads N] [--mib 1024] [--repeats 10]
-Prints one JSON object: {"1": {...}, "N": {...}}: best_gbps (and the kernel
-that reached it) per thread count, and every kernel's result under "runs".
+Prints one JSON object: {"1": {...}, "N": {...}}: sustained_gbps (and the
+kernel that reached it), best_gbps (best single pass of any kernel) per thread
+count, and every kernel's result under "runs".
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ def kernels(exe: Path) -> list[str]:
 
 def measure(threads: int, mib: int = 1024, repeats: int = 10, cache: Path = DEFAULT_CACHE,
             kernel_names: list[str] | None = None, pages: tuple[str, ...] = PAGES) -> dict:
-    """Best read bandwidth on 1 and on `threads` threads; GB/s = 1e9 bytes/s."""
+    """Read bandwidth on 1 and on `threads` threads: sustained (the best kernel's
+    median pass) and the best single pass; GB/s = 1e9 bytes/s."""
     exe = build(cache)
     names = kernel_names or kernels(exe)
     results = {}
@@ -64,9 +68,14 @@ def measure(threads: int, mib: int = 1024, repeats: int = 10, cache: Path = DEFA
         # Every kernel reads the same bytes; equal sums show none skipped any.
         if len({r["checksum"] for r in runs}) != 1:
             raise RuntimeError(f"read kernels disagree on the array's sum: {runs}")
-        best = max(runs, key=lambda r: r["best_gbps"])
-        results[str(t)] = {"best_gbps": best["best_gbps"], "kernel": best["kernel"],
-                           "huge_pages": best["huge_pages"], "runs": runs}
+        # The limit is the sustained rate: the best kernel's median pass. The
+        # best single pass is kept for reference; on a shared VM it can be an
+        # outlier (62.9 GB/s once on 2 threads where medians sat at 33-35).
+        best = max(runs, key=lambda r: r["median_gbps"])
+        results[str(t)] = {"sustained_gbps": best["median_gbps"],
+                           "best_gbps": max(r["best_gbps"] for r in runs),
+                           "kernel": best["kernel"], "huge_pages": best["huge_pages"],
+                           "runs": runs}
     return results
 
 

@@ -54,13 +54,17 @@ impl Machine {
     }
 }
 
-/// Runs `steps` in order.
+/// Runs `steps` in order (those `only` marks, when given).
 pub(crate) fn run_steps(
     steps: &mut [RtStep],
+    only: Option<&[bool]>,
     m: &mut Machine,
     k: &Kernels,
 ) -> Result<(), RuntimeError> {
-    for step in steps {
+    for (i, step) in steps.iter_mut().enumerate() {
+        if only.is_some_and(|o| !o[i]) {
+            continue;
+        }
         match step {
             RtStep::Kernel { kernel, args } => {
                 let blocks = m.blocks[*kernel];
@@ -157,7 +161,7 @@ fn run_scan(s: &mut RtScan, m: &mut Machine, k: &Kernels) -> Result<(), RuntimeE
         for &(view, root) in &s.views {
             m.ptrs.0[view] = m.ptrs.0[root];
         }
-        run_steps(&mut s.body, m, k)?;
+        run_steps(&mut s.body, None, m, k)?;
         for (i, y) in s.ys.iter().enumerate() {
             let before = s.before[nx + i];
             if let (true, Some(st)) = (before != 1, y.staging) {

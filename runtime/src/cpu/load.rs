@@ -103,7 +103,7 @@ pub(crate) fn run_load_steps(
             m.blocks[*kernel] = m.grid_blocks(&program.grids[*kernel])?;
         }
     }
-    exec::run_steps(&mut program.load, m, k)
+    exec::run_steps(&mut program.load, None, m, k)
 }
 
 /// Drops weights nothing reads once the load steps have run.

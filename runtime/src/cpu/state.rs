@@ -109,7 +109,20 @@ impl CpuExecutor {
         inputs: &BTreeMap<String, Tensor>,
         sizes: &Bindings,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
-        self.execute(Mode::Step, inputs, sizes)
+        self.execute(Mode::Step, inputs, sizes, None)
+    }
+
+    /// [`CpuExecutor::step`] returning only the outputs named in `outputs`,
+    /// and running only the steps they and the state updates need (a
+    /// prefill for generation asks for `last_logits`, not every position's
+    /// `logits`). An unknown name is [`RuntimeError::UnknownOutput`].
+    pub fn step_only(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+        outputs: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        self.execute(Mode::Step, inputs, sizes, Some(outputs))
     }
 
     /// After a step: copies each aliased output that does not already live

@@ -1,0 +1,77 @@
+//! Running only what some outputs need: a call that asks for a subset of
+//! the outputs skips every top-level step none of them depends on.
+//!
+//! Generation needs the next token's logits, not every position's: a model
+//! with a `last_logits` output next to `logits` then skips the full-sequence
+//! LM head on a prefill (a quarter of a 1024-token prefill of a 134M Llama).
+//! Skipping is safe with the arena's shared slots: a skipped step only
+//! leaves its results unwritten, and nothing needed reads them.
+
+use crate::plan::{BufferId, Plan, Step};
+use std::collections::HashSet;
+
+/// Which of `steps` must run for the buffers in `wanted` (roots) to hold
+/// their values: a step is needed when it writes a needed buffer, and then
+/// everything it reads is needed too (in reverse order, so producers are
+/// reached after their users).
+pub(crate) fn needed_steps(plan: &Plan, steps: &[Step], wanted: &[BufferId]) -> Vec<bool> {
+    let mut needed: HashSet<BufferId> = wanted.iter().map(|&b| plan.root(b)).collect();
+    let mut mask = vec![false; steps.len()];
+    for (i, step) in steps.iter().enumerate().rev() {
+        let (reads, writes) = effects(plan, step);
+        if writes.iter().any(|b| needed.contains(b)) {
+            mask[i] = true;
+            needed.extend(reads);
+        }
+    }
+    mask
+}
+
+/// The root buffers a top-level step reads and writes. A scan counts as
+/// reading every buffer its steps mention (its body may read outer buffers
+/// directly) and writing its carries' results and stacked outputs.
+fn effects(plan: &Plan, step: &Step) -> (Vec<BufferId>, Vec<BufferId>) {
+    let root = |b: &BufferId| plan.root(*b);
+    match step {
+        Step::Kernel { kernel, args } => {
+            let n = plan.kernels[*kernel].operand_types.len().min(args.len());
+            (
+                args[..n].iter().map(root).collect(),
+                args[n..].iter().map(root).collect(),
+            )
+        }
+        Step::Copy { from, to } => (vec![root(from)], vec![root(to)]),
+        Step::Scan(s) => {
+            let mut reads = Vec::new();
+            mentioned(plan, step, &mut reads);
+            let writes = s
+                .carries
+                .iter()
+                .flat_map(|c| [c.result, c.spare])
+                .chain(s.ys.iter().map(|y| y.outer))
+                .map(|b| plan.root(b))
+                .collect();
+            (reads, writes)
+        }
+    }
+}
+
+/// Every buffer a step mentions, through scan bodies.
+fn mentioned(plan: &Plan, step: &Step, out: &mut Vec<BufferId>) {
+    match step {
+        Step::Kernel { args, .. } => out.extend(args.iter().map(|&b| plan.root(b))),
+        Step::Copy { from, to } => out.extend([plan.root(*from), plan.root(*to)]),
+        Step::Scan(s) => {
+            for c in &s.carries {
+                out.extend([c.init, c.result, c.spare].map(|b| plan.root(b)));
+            }
+            for x in s.xs.iter().chain(&s.ys) {
+                out.push(plan.root(x.outer));
+            }
+            out.extend(s.invariants.iter().map(|(o, _)| plan.root(*o)));
+            for b in &s.body {
+                mentioned(plan, b, out);
+            }
+        }
+    }
+}
