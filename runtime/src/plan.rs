@@ -176,6 +176,26 @@ impl Plan {
         b
     }
 
+    /// Every buffer (as its root) `step` mentions, through scan bodies.
+    pub fn step_buffers(&self, step: &Step, out: &mut Vec<BufferId>) {
+        match step {
+            Step::Kernel { args, .. } => out.extend(args.iter().map(|&b| self.root(b))),
+            Step::Copy { from, to } => out.extend([self.root(*from), self.root(*to)]),
+            Step::Scan(s) => {
+                for c in &s.carries {
+                    out.extend([c.init, c.result, c.spare].map(|b| self.root(b)));
+                }
+                for x in s.xs.iter().chain(&s.ys) {
+                    out.push(self.root(x.outer));
+                }
+                out.extend(s.invariants.iter().map(|(o, _)| self.root(*o)));
+                for b in &s.body {
+                    self.step_buffers(b, out);
+                }
+            }
+        }
+    }
+
     /// The indices of the inputs that are state: aliased by an output.
     pub fn state_inputs(&self) -> Vec<usize> {
         self.inputs

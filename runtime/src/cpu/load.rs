@@ -7,7 +7,7 @@ use super::exec::{self, Kernels, Machine};
 use super::program::{Program, RtStep};
 use crate::error::RuntimeError;
 use crate::memory::AlignedBuf;
-use crate::plan::{BufferId, Plan, Step, Storage};
+use crate::plan::{BufferId, Plan, Storage};
 use kiln_ir::interp::ParamSource;
 use kiln_ir::{Bindings, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -108,26 +108,11 @@ pub(crate) fn run_load_steps(
 
 /// Drops weights nothing reads once the load steps have run.
 pub(crate) fn drop_unused<T>(plan: &Plan, resident: &mut HashMap<BufferId, T>) {
-    let mut used: HashSet<BufferId> = plan.outputs.iter().map(|o| plan.root(o.buffer)).collect();
-    fn walk(plan: &Plan, steps: &[Step], used: &mut HashSet<BufferId>) {
-        for s in steps {
-            match s {
-                Step::Kernel { args, .. } => used.extend(args.iter().map(|&a| plan.root(a))),
-                Step::Copy { from, to } => used.extend([plan.root(*from), plan.root(*to)]),
-                Step::Scan(sc) => {
-                    for c in &sc.carries {
-                        used.extend([c.init, c.result, c.spare].map(|b| plan.root(b)));
-                    }
-                    for x in sc.xs.iter().chain(&sc.ys) {
-                        used.insert(plan.root(x.outer));
-                    }
-                    used.extend(sc.invariants.iter().map(|(o, _)| plan.root(*o)));
-                    walk(plan, &sc.body, used);
-                }
-            }
-        }
+    let mut used: Vec<BufferId> = plan.outputs.iter().map(|o| plan.root(o.buffer)).collect();
+    for s in &plan.steps {
+        plan.step_buffers(s, &mut used);
     }
-    walk(plan, &plan.steps, &mut used);
+    let used: HashSet<BufferId> = used.into_iter().collect();
     resident.retain(|id, _| {
         !matches!(plan.buffers[*id].storage, Storage::Param(_)) || used.contains(id)
     });

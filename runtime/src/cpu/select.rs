@@ -43,7 +43,7 @@ fn effects(plan: &Plan, step: &Step) -> (Vec<BufferId>, Vec<BufferId>) {
         Step::Copy { from, to } => (vec![root(from)], vec![root(to)]),
         Step::Scan(s) => {
             let mut reads = Vec::new();
-            mentioned(plan, step, &mut reads);
+            plan.step_buffers(step, &mut reads);
             let writes = s
                 .carries
                 .iter()
@@ -52,26 +52,6 @@ fn effects(plan: &Plan, step: &Step) -> (Vec<BufferId>, Vec<BufferId>) {
                 .map(|b| plan.root(b))
                 .collect();
             (reads, writes)
-        }
-    }
-}
-
-/// Every buffer a step mentions, through scan bodies.
-fn mentioned(plan: &Plan, step: &Step, out: &mut Vec<BufferId>) {
-    match step {
-        Step::Kernel { args, .. } => out.extend(args.iter().map(|&b| plan.root(b))),
-        Step::Copy { from, to } => out.extend([plan.root(*from), plan.root(*to)]),
-        Step::Scan(s) => {
-            for c in &s.carries {
-                out.extend([c.init, c.result, c.spare].map(|b| plan.root(b)));
-            }
-            for x in s.xs.iter().chain(&s.ys) {
-                out.push(plan.root(x.outer));
-            }
-            out.extend(s.invariants.iter().map(|(o, _)| plan.root(*o)));
-            for b in &s.body {
-                mentioned(plan, b, out);
-            }
         }
     }
 }
