@@ -86,8 +86,8 @@ pub(crate) fn run_steps(
 }
 
 /// A launch touching fewer bytes than this runs on the calling thread:
-/// handing it to the pool (about a microsecond while the workers spin, and
-/// cache lines moving between cores) costs more than such a kernel takes
+/// handing it to the pool (publishing the job, a spinning worker noticing
+/// it, cache lines moving between cores) costs more than such a kernel takes
 /// (decode steps and scan iterations are full of them). Measured on a
 /// 2-core znver4 VM, decoding a 4-layer hidden-256 Llama (scripts/bench
 /// llama-small): 16 KiB 1.8k tok/s, 64 KiB 2.9k, 256 KiB 3.2k, 1 MiB 1.9k.
