@@ -258,6 +258,28 @@ fn models_run_on_a_fake_driver() {
                 &cpu.state(s).unwrap(),
             );
         }
+        // Only `last_logits`: both executors skip the full LM head alike and
+        // update the states alike.
+        let sizes: Bindings = [("past".to_string(), past)].into();
+        let got = gpu
+            .step_only(&tokens(&[3, 4]), &sizes, &["last_logits"])
+            .unwrap();
+        let want = cpu
+            .step_only(&tokens(&[3, 4]), &sizes, &["last_logits"])
+            .unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["last_logits"]);
+        same(
+            &format!("{name} last_logits"),
+            &got["last_logits"],
+            &want["last_logits"],
+        );
+        for s in &states {
+            same(
+                &format!("{name} state `{s}` after step_only"),
+                &gpu.state(s).unwrap(),
+                &cpu.state(s).unwrap(),
+            );
+        }
         // Setting a state and running with explicit state inputs.
         let first = &states[0];
         let zeros = Tensor::zeros(

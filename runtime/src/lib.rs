@@ -30,6 +30,7 @@ pub mod memory;
 pub mod plan;
 pub mod planner;
 pub mod sampler;
+mod select;
 
 pub use cpu::{CpuExecutor, CpuKernelFn, ExecOptions, KernelTable};
 pub use error::RuntimeError;

@@ -21,7 +21,6 @@ mod ffi;
 pub(crate) mod load;
 mod pool;
 pub(crate) mod program;
-mod select;
 mod state;
 
 pub use ffi::{CpuKernelFn, KernelTable};
@@ -63,8 +62,8 @@ pub struct CpuExecutor {
     program: Program,
     machine: Machine,
     pool: pool::Pool,
-    /// Steps needed per (step mode, requested outputs); see `select.rs`.
-    selections: Vec<(bool, Vec<String>, Arc<Vec<bool>>)>,
+    /// Steps needed per set of requested outputs (`select.rs`).
+    selections: crate::select::Selections,
 }
 
 /// Whether a call reads state inputs from the caller or from the executor.
@@ -151,7 +150,7 @@ impl CpuExecutor {
             _kernels: kernels,
             resident,
             pool,
-            selections: Vec::new(),
+            selections: Default::default(),
         })
     }
 
@@ -186,47 +185,6 @@ impl CpuExecutor {
         sizes: &Bindings,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
         self.execute(Mode::Run, inputs, sizes, None)
-    }
-
-    /// An unknown output name is an error naming the outputs there are.
-    fn check_outputs(&self, names: &[&str]) -> Result<(), RuntimeError> {
-        for n in names {
-            if !self.plan.outputs.iter().any(|o| o.name == *n) {
-                let known: Vec<&str> = self.plan.outputs.iter().map(|o| o.name.as_str()).collect();
-                return Err(RuntimeError::UnknownOutput {
-                    name: n.to_string(),
-                    known: known.join(", "),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// The steps a call returning only `names` runs (in step mode the
-    /// states are updated too, so their outputs count as asked for),
-    /// computed once per set of names.
-    fn selection(&mut self, mode: Mode, names: &[&str]) -> Arc<Vec<bool>> {
-        let step = mode == Mode::Step;
-        // A short list, searched without allocating (decode calls it per token).
-        let known = self.selections.iter().find(|(s, n, _)| {
-            *s == step && n.len() == names.len() && n.iter().zip(names).all(|(a, b)| a == b)
-        });
-        if let Some((_, _, m)) = known {
-            return m.clone();
-        }
-        let wanted: Vec<BufferId> = self
-            .plan
-            .outputs
-            .iter()
-            .filter(|o| {
-                names.iter().any(|n| *n == o.name) || (mode == Mode::Step && o.alias.is_some())
-            })
-            .map(|o| o.buffer)
-            .collect();
-        let mask = Arc::new(select::needed_steps(&self.plan, &self.plan.steps, &wanted));
-        let names = names.iter().map(|n| n.to_string()).collect();
-        self.selections.push((step, names, mask.clone()));
-        mask
     }
 
     /// Checks the inputs, binds the sizes, sizes every buffer and grid
@@ -273,7 +231,7 @@ impl CpuExecutor {
         only: Option<&[&str]>,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
         if let Some(names) = only {
-            self.check_outputs(names)?;
+            crate::select::check_outputs(&self.plan, names)?;
         }
         self.prepare(mode, inputs, sizes)?;
         for (i, pi) in self.plan.inputs.iter().enumerate() {
@@ -286,7 +244,7 @@ impl CpuExecutor {
             crate::memory::write_tensor(&inputs[&pi.name], &mut buf.as_bytes_mut()[..n]);
         }
         self.point_buffers(mode);
-        let mask = only.map(|names| self.selection(mode, names));
+        let mask = only.map(|names| self.selections.get(&self.plan, mode == Mode::Step, names));
         let kernels = Kernels {
             funcs: &self.funcs,
             pool: &self.pool,

@@ -65,13 +65,17 @@ impl Launcher<'_> {
     }
 }
 
-/// Runs `steps` in order.
+/// Runs `steps` in order (those `only` marks, when given).
 pub(crate) fn run_steps(
     steps: &[RtStep],
+    only: Option<&[bool]>,
     m: &mut DevMachine,
     k: &Launcher,
 ) -> Result<(), RuntimeError> {
-    for step in steps {
+    for (i, step) in steps.iter().enumerate() {
+        if only.is_some_and(|o| !o[i]) {
+            continue;
+        }
         match step {
             RtStep::Kernel { kernel, args } => launch(*kernel, args, m, k)?,
             RtStep::Copy { from, to } => {
@@ -166,7 +170,7 @@ fn run_scan(s: &RtScan, m: &mut DevMachine, k: &Launcher) -> Result<(), RuntimeE
         for &(view, root) in &s.views {
             m.ptrs[view] = m.ptrs[root];
         }
-        run_steps(&s.body, m, k)?;
+        run_steps(&s.body, None, m, k)?;
         for (i, y) in s.ys.iter().enumerate() {
             let rows = before[nx + i];
             if let (true, Some(st)) = (rows != 1, y.staging) {

@@ -69,7 +69,7 @@ pub(crate) fn run_load_steps(
             m.blocks[*kernel] = call::grid_blocks(&program.grids[*kernel], &m.sizes)?;
         }
     }
-    let ran = exec::run_steps(&program.load, m, k);
+    let ran = exec::run_steps(&program.load, None, m, k);
     // Wait even when queuing failed part-way: the buffers may be freed next.
     let waited = k
         .ctx

@@ -69,6 +69,8 @@ pub struct CudaExecutor {
     funcs: Vec<Function>,
     threads: Vec<u32>,
     sync_each: bool,
+    /// Steps needed per set of requested outputs (`select.rs`).
+    selections: crate::select::Selections,
     _module: Option<Module>,
     ctx: Arc<Context>,
 }
@@ -198,6 +200,7 @@ impl CudaExecutor {
             funcs,
             threads,
             sync_each,
+            selections: Default::default(),
             resident,
             program,
             plan,
@@ -232,7 +235,7 @@ impl CudaExecutor {
         inputs: &BTreeMap<String, Tensor>,
         sizes: &Bindings,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
-        self.execute(Mode::Run, inputs, sizes)
+        self.execute(Mode::Run, inputs, sizes, None)
     }
 
     /// Checks the inputs, binds the sizes, sizes every buffer and grid
@@ -304,11 +307,16 @@ impl CudaExecutor {
         mode: Mode,
         inputs: &BTreeMap<String, Tensor>,
         sizes: &Bindings,
+        only: Option<&[&str]>,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        if let Some(names) = only {
+            crate::select::check_outputs(&self.plan, names)?;
+        }
         self.ctx.bind()?;
         self.prepare(mode, inputs, sizes)?;
         self.upload_inputs(mode, inputs)?;
         self.point_buffers(mode);
+        let mask = only.map(|names| self.selections.get(&self.plan, mode == Mode::Step, names));
         let launcher = Launcher {
             plan: &self.plan,
             ctx: &self.ctx,
@@ -316,7 +324,12 @@ impl CudaExecutor {
             threads: &self.threads,
             sync_each: self.sync_each,
         };
-        let ran = exec::run_steps(&self.program.steps, &mut self.machine, &launcher);
+        let ran = exec::run_steps(
+            &self.program.steps,
+            mask.as_ref().map(|m| m.as_slice()),
+            &mut self.machine,
+            &launcher,
+        );
         // Wait even when queuing failed part-way, so nothing queued still
         // runs on memory a later call may reallocate.
         let waited = self
@@ -327,6 +340,9 @@ impl CudaExecutor {
         let mut out = BTreeMap::new();
         for (o, dims) in self.plan.outputs.iter().zip(&self.program.output_dims) {
             if mode == Mode::Step && o.alias.is_some() {
+                continue;
+            }
+            if only.is_some_and(|names| !names.iter().any(|n| *n == o.name)) {
                 continue;
             }
             let shape = call::eval_shape(dims, &self.machine.sizes)?;
@@ -405,6 +421,14 @@ impl crate::executor::Executor for CudaExecutor {
         sizes: &Bindings,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
         CudaExecutor::step(self, inputs, sizes)
+    }
+    fn step_only(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+        outputs: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        CudaExecutor::step_only(self, inputs, sizes, outputs)
     }
     fn device(&self) -> String {
         let i = &self.ctx.info;

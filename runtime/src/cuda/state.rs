@@ -91,7 +91,19 @@ impl CudaExecutor {
         inputs: &BTreeMap<String, Tensor>,
         sizes: &Bindings,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
-        self.execute(Mode::Step, inputs, sizes)
+        self.execute(Mode::Step, inputs, sizes, None)
+    }
+
+    /// [`CudaExecutor::step`] returning only `outputs`, queuing only the
+    /// steps they and the state updates need (see
+    /// `CpuExecutor::step_only`).
+    pub fn step_only(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        sizes: &Bindings,
+        outputs: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        self.execute(Mode::Step, inputs, sizes, Some(outputs))
     }
 
     /// After a step: queues a device copy of each aliased output that does

@@ -7,8 +7,52 @@
 //! Skipping is safe with the arena's shared slots: a skipped step only
 //! leaves its results unwritten, and nothing needed reads them.
 
+use crate::error::RuntimeError;
 use crate::plan::{BufferId, Plan, Step};
 use std::collections::HashSet;
+use std::sync::Arc;
+
+/// An unknown output name is an error naming the outputs there are.
+pub(crate) fn check_outputs(plan: &Plan, names: &[&str]) -> Result<(), RuntimeError> {
+    for n in names {
+        if !plan.outputs.iter().any(|o| o.name == *n) {
+            let known: Vec<&str> = plan.outputs.iter().map(|o| o.name.as_str()).collect();
+            return Err(RuntimeError::UnknownOutput {
+                name: n.to_string(),
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The steps each set of requested outputs needs, computed once per set
+/// (and per mode: a step call updates the states too, so their outputs
+/// count as asked for). A short list, searched without allocating: decode
+/// asks once per token.
+#[derive(Default)]
+pub(crate) struct Selections(Vec<(bool, Vec<String>, Arc<Vec<bool>>)>);
+
+impl Selections {
+    pub fn get(&mut self, plan: &Plan, step: bool, names: &[&str]) -> Arc<Vec<bool>> {
+        let known = self.0.iter().find(|(s, n, _)| {
+            *s == step && n.len() == names.len() && n.iter().zip(names).all(|(a, b)| a == b)
+        });
+        if let Some((_, _, m)) = known {
+            return m.clone();
+        }
+        let wanted: Vec<BufferId> = plan
+            .outputs
+            .iter()
+            .filter(|o| names.iter().any(|n| *n == o.name) || (step && o.alias.is_some()))
+            .map(|o| o.buffer)
+            .collect();
+        let mask = Arc::new(needed_steps(plan, &plan.steps, &wanted));
+        let names = names.iter().map(|n| n.to_string()).collect();
+        self.0.push((step, names, mask.clone()));
+        mask
+    }
+}
 
 /// Which of `steps` must run for the buffers in `wanted` (roots) to hold
 /// their values: a step is needed when it writes a needed buffer, and then
