@@ -47,6 +47,7 @@ LOGITS_TOKENS = 32  # the fixed sequence for the logits check (capped by the con
 PREFILL_TOKENS = 128
 DECODE_PROMPT = 8
 DECODE_TOKENS = 128
+GREEDY_TOKENS = 16  # greedy ids compared with transformers
 TOL = {"f32": 1e-3, "bf16": 2e-2}
 RUN_TIMEOUT_S = 120  # one kiln-run call; a hang must not eat the device lease
 
@@ -162,6 +163,26 @@ def kiln_logits(kiln, art, tokens, device, decode, tmp):
         return f.get_tensor("logits").to(torch.float64)
 
 
+def kiln_greedy_ids(kiln, art, tokens, new_tokens, device):
+    """The token ids greedy generation prints (`kiln-run --ids`): the path
+    that asks the executor for `last_logits` alone."""
+    out = subprocess.run([str(kiln), str(art), "--tokens", ",".join(map(str, tokens)),
+                          "--max-new-tokens", str(new_tokens), "--temperature", "0",
+                          "--ids", "--device", device],
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    if out.returncode != 0:
+        raise RuntimeError(f"kiln-run {art.name} --ids failed ({out.returncode}): "
+                           f"{out.stderr.strip()[-2000:]}")
+    return [int(t) for t in out.stdout.split()]
+
+
+@torch.no_grad()
+def hf_greedy_ids(model, tokens, new_tokens, device):
+    ids = torch.tensor([tokens], device=device)
+    out = model.generate(ids, max_new_tokens=new_tokens, do_sample=False)
+    return out[0, len(tokens):].tolist()
+
+
 def kiln_generate_stats(kiln, art, tokens, new_tokens, device, tmp):
     stats = Path(tmp) / "stats.json"
     kiln_run(kiln, [str(art), "--tokens", ",".join(map(str, tokens)),
@@ -273,7 +294,16 @@ def check(art, kiln, device, device_arg, repeats, timing):
                 raise RuntimeError(f"{feed} logits are {tuple(got.shape)}, "
                                    f"transformers' {tuple(want.shape)}")
             row[f"rel_l2_{feed}"] = rel_l2(got, want)
-        row["pass"] = all(row[f"rel_l2_{f}"] <= row["tol"] for f in ("prefill", "decode"))
+        # (a') greedy generation: the same token ids as transformers'.
+        prompt = fixed_tokens(DECODE_PROMPT, vocab, SEED + 3)
+        n = GREEDY_TOKENS if ctx is None else min(GREEDY_TOKENS, ctx - DECODE_PROMPT)
+        kiln_ids = kiln_greedy_ids(kiln, art, prompt, n, device_arg)
+        hf_ids = hf_greedy_ids(model, prompt, n, device)
+        row["greedy_equal"] = kiln_ids == hf_ids
+        if not row["greedy_equal"]:
+            row["greedy_kiln"], row["greedy_torch"] = kiln_ids, hf_ids
+        row["pass"] = row["greedy_equal"] and all(
+            row[f"rel_l2_{f}"] <= row["tol"] for f in ("prefill", "decode"))
         if not timing:
             row["timing"] = "skipped: over --budget-s"
             return row
@@ -316,20 +346,21 @@ def table(rows, header):
         f"torch {header['torch']} · transformers {header['transformers']} · "
         f"kiln {header['kiln']} · device `{header['device']}`",
         "",
-        "| model | compute | logits rel L2 prefill | logits rel L2 decode | tol | pass "
-        "| kiln prefill ms | torch prefill ms | prefill ×torch "
+        "| model | compute | logits rel L2 prefill | logits rel L2 decode | tol | greedy ids "
+        "| pass | kiln prefill ms | torch prefill ms | prefill ×torch "
         "| kiln decode tok/s | torch decode tok/s | decode ×torch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "skipped" in r:
-            lines.append(f"| {r['model']} | skipped: {r['skipped']} |" + " |" * 10)
+            lines.append(f"| {r['model']} | skipped: {r['skipped']} |" + " |" * 11)
             continue
         if "error" in r:
-            lines.append(f"| {r['model']} | ERROR: {r['error']} |" + " |" * 10)
+            lines.append(f"| {r['model']} | ERROR: {r['error']} |" + " |" * 11)
             continue
         logits = (f"| {r['model']} | {r['compute']} | {r['rel_l2_prefill']:.2e} | "
-                  f"{r['rel_l2_decode']:.2e} | {r['tol']:.0e} | {'yes' if r['pass'] else 'NO'} |")
+                  f"{r['rel_l2_decode']:.2e} | {r['tol']:.0e} | "
+                  f"{'equal' if r['greedy_equal'] else 'DIFFER'} | {'yes' if r['pass'] else 'NO'} |")
         if "timing" in r:
             lines.append(f"{logits} {r['timing']} |" + " |" * 5)
             continue
@@ -341,7 +372,10 @@ def table(rows, header):
         "",
         "×torch > 1: Kiln faster. Logits: one fixed sequence of up to "
         f"{LOGITS_TOKENS} seeded tokens, Kiln (prefill, and token by token) vs transformers' "
-        "forward pass in f32 on the same weights and device. Kiln prefill: median of "
+        "forward pass in f32 on the same weights and device. Greedy ids: "
+        f"{GREEDY_TOKENS} new tokens after {DECODE_PROMPT} seeded ones, `kiln-run --ids` "
+        "(generation asks for `last_logits` only) vs transformers' `generate`. "
+        "Kiln prefill: median of "
         f"{header['repeats']} `kiln-run` processes, each timing the generation after one warm-up; "
         "torch: median of warmed-up forward passes with the cache on. Decode: greedy from "
         f"{DECODE_PROMPT} tokens, tokens after the first over their time (torch: "
