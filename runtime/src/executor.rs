@@ -44,24 +44,17 @@ pub trait Executor: Send {
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError>;
 
     /// [`Executor::step`] returning only `outputs`; an executor may skip
-    /// the work no requested output or state update needs. The default runs
-    /// everything and drops the rest.
+    /// the work no requested output or state update needs. The default checks
+    /// the names (before any state changes), runs everything and drops the
+    /// rest.
     fn step_only(
         &mut self,
         inputs: &BTreeMap<String, Tensor>,
         sizes: &Bindings,
         outputs: &[&str],
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        crate::select::check_outputs(self.plan(), outputs)?;
         let mut all = self.step(inputs, sizes)?;
-        for n in outputs {
-            if !all.contains_key(*n) {
-                let known: Vec<String> = all.keys().cloned().collect();
-                return Err(RuntimeError::UnknownOutput {
-                    name: n.to_string(),
-                    known: known.join(", "),
-                });
-            }
-        }
         all.retain(|k, _| outputs.contains(&k.as_str()));
         Ok(all)
     }
