@@ -45,7 +45,7 @@ pub(crate) fn cpu_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
             Ok(vec![])
         },
         |cx| {
-            tile(cx, t, TM, 1)?;
+            tile(cx, t)?;
             Ok(vec![])
         },
     )?;
@@ -83,16 +83,8 @@ fn gemv_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
                 for (u, &s) in acc.iter().enumerate() {
                     let off = cx.b.i64c(u as i64 * VW);
                     let ku = cx.b.add(kk, off);
-                    let mut load = |ptr: V, base: V| {
-                        let idx = cx.b.add(base, ku);
-                        let p = cx.b.gep(ptr, idx, Ty::F32);
-                        cx.b.op(
-                            vty,
-                            &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
-                        )
-                    };
-                    let a = load(pa, a_row);
-                    let b = load(pb, b_row);
+                    let a = vload(cx, pa, a_row, ku);
+                    let b = vload(cx, pb, b_row, ku);
                     next.push(cx.b.pure(vty, format!("math.fma {a}, {b}, {s} : {vty}")));
                 }
                 Ok(next)
@@ -126,13 +118,12 @@ fn gemv_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
     Ok(())
 }
 
-/// `rows` rows of A against TN rows of B; `unroll` vectors of `k` per
-/// iteration, each with its own accumulators.
-fn tile(cx: &mut Ctx, t: &Tile, rows: i64, unroll: i64) -> R<()> {
+/// TM rows of A against TN rows of B.
+fn tile(cx: &mut Ctx, t: &Tile) -> R<()> {
     let vty = Ty::VF32(VW as u32);
     let zero =
         cx.b.in_prologue(|b| b.pure(vty, format!("arith.constant dense<0.000000e+00> : {vty}")));
-    let a_rows: Vec<V> = (0..rows)
+    let a_rows: Vec<V> = (0..t.tm)
         .map(|r| {
             let rv = cx.b.i64c(r);
             let i = clamped_row(cx, t, rv);
@@ -153,46 +144,22 @@ fn tile(cx: &mut Ctx, t: &Tile, rows: i64, unroll: i64) -> R<()> {
         .collect();
     let (pa, pb, pc) = (cx.bufs[0], cx.bufs[1], cx.bufs[2]);
     let z = cx.b.i64c(0);
-    let step = cx.b.i64c(VW * unroll);
+    let step = cx.b.i64c(VW);
     let k_vec = cx.b.div(t.k, step);
     let k_vec = cx.b.mul(k_vec, step);
-    let per = a_rows.len() * b_rows.len();
-    let inits = vec![zero; per * unroll as usize];
+    let inits = vec![zero; a_rows.len() * b_rows.len()];
     let accs = for_loop(cx, z, k_vec, step, &inits, |cx, kk, acc| {
+        let av: Vec<V> = a_rows.iter().map(|&r| vload(cx, pa, r, kk)).collect();
+        let bv: Vec<V> = b_rows.iter().map(|&r| vload(cx, pb, r, kk)).collect();
         let mut next = Vec::with_capacity(acc.len());
-        for u in 0..unroll {
-            let off = cx.b.i64c(u * VW);
-            let ku = cx.b.add(kk, off);
-            let load = |cx: &mut Ctx, ptr: V, base: V| {
-                let i = cx.b.add(base, ku);
-                let p = cx.b.gep(ptr, i, Ty::F32);
-                cx.b.op(
-                    vty,
-                    &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
-                )
-            };
-            let av: Vec<V> = a_rows.iter().map(|&r| load(cx, pa, r)).collect();
-            let bv: Vec<V> = b_rows.iter().map(|&r| load(cx, pb, r)).collect();
-            for (r, a) in av.iter().enumerate() {
-                for (c, b) in bv.iter().enumerate() {
-                    let s = acc[u as usize * per + r * bv.len() + c];
-                    next.push(cx.b.pure(vty, format!("math.fma {a}, {b}, {s} : {vty}")));
-                }
+        for (r, a) in av.iter().enumerate() {
+            for (c, b) in bv.iter().enumerate() {
+                let s = acc[r * bv.len() + c];
+                next.push(cx.b.pure(vty, format!("math.fma {a}, {b}, {s} : {vty}")));
             }
         }
         Ok(next)
     })?;
-    // The unrolled accumulators of each output, added.
-    let accs: Vec<V> = (0..per)
-        .map(|i| {
-            let mut v = accs[i];
-            for u in 1..unroll as usize {
-                let w = accs[u * per + i];
-                v = cx.b.pure(vty, format!("arith.addf {v}, {w} : {vty}"));
-            }
-            v
-        })
-        .collect();
     let sums: Vec<V> = accs
         .iter()
         .map(|v| {
@@ -221,7 +188,7 @@ fn tile(cx: &mut Ctx, t: &Tile, rows: i64, unroll: i64) -> R<()> {
         }
         Ok(next)
     })?;
-    for r in 0..rows {
+    for r in 0..t.tm {
         let rv = cx.b.i64c(r);
         let i = cx.b.add(t.i0, rv);
         let row_ok = cx.b.cmpi("slt", i, t.m);
@@ -244,4 +211,15 @@ fn tile(cx: &mut Ctx, t: &Tile, rows: i64, unroll: i64) -> R<()> {
         })?;
     }
     Ok(())
+}
+
+/// `vector<16xf32>` at element `base + k` of `ptr` (4-byte aligned).
+fn vload(cx: &mut Ctx, ptr: V, base: V, k: V) -> V {
+    let vty = Ty::VF32(VW as u32);
+    let i = cx.b.add(base, k);
+    let p = cx.b.gep(ptr, i, Ty::F32);
+    cx.b.op(
+        vty,
+        &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
+    )
 }
