@@ -31,6 +31,7 @@ fn graph() -> Graph {
             offset: "past".into(),
             bias: false,
             slopes,
+            kv_len: None,
         },
     );
     let sparse = q.prflash_attention(
@@ -92,4 +93,57 @@ fn attention_kernels_compiled_match_interpreter() {
             assert!(e < 1e-5, "{name} at seq={seq} past={past}: rel L2 {e:e}");
         }
     }
+}
+
+/// Token-major keys and values read in place from a cache of `ctx` rows
+/// (`kv_len = past+seq`): compiled against the interpreter, and a call
+/// whose keys would run past the cache is a typed range error, not a read
+/// past the buffer.
+#[test]
+fn token_major_attention_reads_the_cache_in_place_within_its_rows() {
+    let b = ModelBuilder::new("attn");
+    let q = b.input("q", DType::F32, shape![2, 2, "seq", 32]);
+    let k = b.input("k", DType::F32, shape!["ctx", 2, 1, 32]);
+    let v = b.input("v", DType::F32, shape!["ctx", 2, 1, 32]);
+    let out = q.flash_attention(
+        &k,
+        &v,
+        None,
+        AttentionOp {
+            scale: F64Bits(0.35),
+            causal: true,
+            offset: "past".into(),
+            bias: false,
+            slopes: vec![],
+            kv_len: Some("past+seq".into()),
+        },
+    );
+    b.output("out", &out);
+    let g = b.finish().unwrap();
+    let weights: BTreeMap<String, Tensor> = BTreeMap::new();
+    let mut exe = jit(&g, &weights, &CompileOptions::default()).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let ctx = 80;
+    let inputs = |seq: usize, rng: &mut rand::rngs::StdRng| {
+        BTreeMap::from([
+            ("q".to_string(), random(vec![2, 2, seq, 32], rng)),
+            ("k".to_string(), random(vec![ctx, 2, 1, 32], rng)),
+            ("v".to_string(), random(vec![ctx, 2, 1, 32], rng)),
+        ])
+    };
+    for (seq, past) in [(1usize, 0usize), (1, 70), (9, 0), (23, 41), (1, 79)] {
+        let ins = inputs(seq, &mut rng);
+        let sizes: Bindings = [("past".to_string(), past as i64)].into();
+        let got = exe.run_with(&ins, &sizes).unwrap();
+        let opts = EvalOptions {
+            sizes: sizes.clone(),
+            ..EvalOptions::default()
+        };
+        let want = eval_with(&g, &ins, &weights, &opts).unwrap();
+        let e = rel_l2(&got["out"].to_f64_vec(), &want["out"].to_f64_vec());
+        assert!(e < 1e-5, "seq={seq} past={past}: rel L2 {e:e}");
+    }
+    let sizes: Bindings = [("past".to_string(), 75)].into();
+    let e = exe.run_with(&inputs(6, &mut rng), &sizes).unwrap_err();
+    assert!(e.to_string().contains("attended key count"), "{e}");
 }

@@ -59,6 +59,9 @@ pub(crate) struct Attn {
     pub bias: Option<Vec<Dim>>,
     pub tq: Dim,
     pub tk: Dim,
+    /// `k` and `v` are token-major `[T, Bk.., D]` (a KV cache read in place,
+    /// keys `0..tk`), not head-major `[Bk.., tk, D]`.
+    pub token_major: bool,
     pub d: Dim,
     pub dv: Dim,
     pub scale: f64,
@@ -82,7 +85,18 @@ fn analyze(name: &str, mode: Mode, operands: &[TensorType]) -> R<Attn> {
         kernel: name.to_string(),
         message,
     };
-    let (q, k, v) = (&operands[0], &operands[1], &operands[2]);
+    let (q, mut k, mut v) = (&operands[0], &operands[1], &operands[2]);
+    // Token-major keys are typed here as the head-major view they stand for;
+    // only the addressing (see `setup`) differs.
+    let viewed;
+    let kv_len = match mode {
+        Mode::Flash(op) => op.kv_len.as_ref(),
+        Mode::PrFlash(_) => None,
+    };
+    if let Some(len) = kv_len {
+        viewed = kiln_ir::attention::head_major_kv(k, v, len).map_err(bad)?;
+        (k, v) = (&viewed.0, &viewed.1);
+    }
     let r = q.rank();
     let batch = broadcast_shapes(&[&q.shape[..r - 2].to_vec(), &k.shape[..r - 2].to_vec()])
         .ok_or_else(|| bad("attention batch dims do not broadcast".into()))?;
@@ -94,6 +108,7 @@ fn analyze(name: &str, mode: Mode, operands: &[TensorType]) -> R<Attn> {
         bias: None,
         tq: q.shape[r - 2].clone(),
         tk: k.shape[r - 2].clone(),
+        token_major: kv_len.is_some(),
         d: q.shape[r - 1].clone(),
         dv: v.shape[r - 1].clone(),
         scale: 0.0,
@@ -195,6 +210,10 @@ pub(crate) struct Base {
     pub q_off: V,
     pub k_off: V,
     pub v_off: V,
+    /// Elements from one key (value) row to the next: `d` (`dv`) head-major,
+    /// every batch entry's row times that token-major.
+    pub k_stride: V,
+    pub v_stride: V,
     pub o_off: V,
     pub tq: V,
     pub tk: V,
@@ -237,8 +256,16 @@ fn setup(cx: &mut Ctx, a: &Attn, block: V, rows: i64) -> R<Base> {
     let tkdv = cx.b.mul(tk, dv);
     let tqdv = cx.b.mul(tq, dv);
     let q_off = cx.b.mul(q_lin, tqd);
-    let k_off = cx.b.mul(k_lin, tkd);
-    let v_off = cx.b.mul(k_lin, tkdv);
+    let (k_off, v_off, k_stride, v_stride) = if a.token_major {
+        let mut nk = cx.b.i64c(1);
+        for d in cx.dims(&a.k_batch)? {
+            nk = cx.b.mul(nk, d);
+        }
+        let (ks, vs) = (cx.b.mul(nk, d), cx.b.mul(nk, dv));
+        (cx.b.mul(k_lin, d), cx.b.mul(k_lin, dv), ks, vs)
+    } else {
+        (cx.b.mul(k_lin, tkd), cx.b.mul(k_lin, tkdv), d, dv)
+    };
     let o_off = cx.b.mul(h, tqdv);
     let bias = match &a.bias {
         Some(shape) => Some(bias_at(cx, shape, &bidx)?),
@@ -263,6 +290,8 @@ fn setup(cx: &mut Ctx, a: &Attn, block: V, rows: i64) -> R<Base> {
         q_off,
         k_off,
         v_off,
+        k_stride,
+        v_stride,
         o_off,
         tq,
         tk,

@@ -288,7 +288,7 @@ fn row_tile(
     let ninf = cx.b.cf(Ty::F32, f64::NEG_INFINITY);
     let mx = for_loop(cx, z, lim, one, &[ninf], |cx, jj, mx| {
         let j = cx.b.add(kb, jj);
-        let krow = cx.b.mul(j, base.d);
+        let krow = cx.b.mul(j, base.k_stride);
         let krow = cx.b.add(base.k_off, krow);
         let dot = dot(cx, &qlanes, &qv, pq, qrow, pk, krow, base.d, a.dt)?;
         let s = score(cx, a, base, dot, i, j, p)?;
@@ -474,7 +474,7 @@ fn pv_pieces(cx: &mut Ctx, base: &Base, x: &Pv, pieces: &[(V, u32)]) -> R<()> {
         let pp = cx.b.gep(x.probs, jj, Ty::F32);
         let pj = cx.b.load(pp, Ty::F32);
         let j = cx.b.add(x.kb, jj);
-        let vrow = cx.b.mul(j, base.dv);
+        let vrow = cx.b.mul(j, base.v_stride);
         let vrow = cx.b.add(base.v_off, vrow);
         let mut next = Vec::with_capacity(pieces.len());
         for (&(off, w), &acc) in pieces.iter().zip(accs) {

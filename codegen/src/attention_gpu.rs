@@ -229,7 +229,7 @@ fn row_body(cx: &mut Ctx, a: &Attn, base: &Base, row: &Row) -> R<()> {
 /// One key `j`: state `[m, l, acc..]` in, updated state out.
 fn key_step(cx: &mut Ctx, a: &Attn, base: &Base, row: &Row, j: V, st: &[V]) -> R<Vec<V>> {
     let (pq, pk, pv) = (cx.bufs[0], cx.bufs[1], cx.bufs[2]);
-    let krow = cx.b.mul(j, base.d);
+    let krow = cx.b.mul(j, base.k_stride);
     let krow = cx.b.add(base.k_off, krow);
     let partial = if row.qv.is_empty() {
         let zf = cx.b.cf(Ty::F32, 0.0);
@@ -257,7 +257,7 @@ fn key_step(cx: &mut Ctx, a: &Attn, base: &Base, row: &Row, j: V, st: &[V]) -> R
     let pj = prob(cx, s, m_use);
     let l = cx.b.fbin("mulf", st[1], alpha);
     let l = cx.b.fbin("addf", l, pj);
-    let vrow = cx.b.mul(j, base.dv);
+    let vrow = cx.b.mul(j, base.v_stride);
     let vrow = cx.b.add(base.v_off, vrow);
     let mut next = vec![m_new, l];
     if row.nv == 0 {

@@ -44,6 +44,10 @@ pub struct AttentionOp {
     /// Harmonic position-bias slopes `m_h`, one per head (empty: none). Only
     /// with `causal`.
     pub slopes: Vec<F64Bits>,
+    /// `Some(L)`: `k` and `v` are token-major `[T, Bk.., D]` and keys
+    /// `0..L` are attended (`L <= T`); `None`: head-major (module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_len: Option<Dim>,
 }
 
 /// `prflash_attention`: probabilistic block-sparse causal attention
@@ -114,6 +118,44 @@ pub fn harmonic(n: u64) -> f64 {
     let x2 = x * x;
     const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
     x.ln() + EULER_GAMMA + 0.5 / x - 1.0 / (12.0 * x2) + 1.0 / (120.0 * x2 * x2)
+}
+
+/// The head-major types `[Bk.., L, D]` of token-major `k: [T, Bk.., D]`
+/// and `v` read to length `len` (see the module docs), checking `L <= T`
+/// where both are known.
+pub fn head_major_kv(
+    k: &TensorType,
+    v: &TensorType,
+    len: &Dim,
+) -> Result<(TensorType, TensorType), String> {
+    let r = k.rank();
+    if r < 2 || v.rank() != r {
+        return Err(format!(
+            "token-major k and v must have one rank >= 2, got {k} and {v}"
+        ));
+    }
+    if k.shape[0] != v.shape[0] {
+        return Err(format!(
+            "token-major k and v disagree on the token axis: {k} and {v}"
+        ));
+    }
+    if let Some(l) = len.as_const() {
+        if l < 0 {
+            return Err(format!("negative kv_len {len}"));
+        }
+        if let Some(t) = k.shape[0].as_const() {
+            if l > t {
+                return Err(format!("kv_len {len} exceeds the {t} rows of k {k}"));
+            }
+        }
+    }
+    let view = |t: &TensorType| {
+        let mut shape: Shape = t.shape[1..r - 1].to_vec();
+        shape.push(len.clone());
+        shape.push(t.shape[r - 1].clone());
+        t.with_shape(shape)
+    };
+    Ok((view(k), view(v)))
 }
 
 /// The type rule shared by both ops: operand checks and the result type.

@@ -400,7 +400,22 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, TypeErr
             if a.offset.as_const().is_some_and(|o| o < 0) {
                 return err(op, format!("negative offset {}", a.offset));
             }
-            crate::attention::infer_attention(inputs, a.bias, a.slopes.len())
+            let viewed;
+            let inputs = match &a.kv_len {
+                Some(len) if inputs.len() >= 3 => {
+                    let (k, v) = match crate::attention::head_major_kv(inputs[1], inputs[2], len) {
+                        Ok(kv) => kv,
+                        Err(m) => return err(op, m),
+                    };
+                    viewed = (k, v);
+                    let mut all = inputs.to_vec();
+                    all[1] = &viewed.0;
+                    all[2] = &viewed.1;
+                    all
+                }
+                _ => inputs.to_vec(),
+            };
+            crate::attention::infer_attention(&inputs, a.bias, a.slopes.len())
                 .map(|t| vec![t])
                 .or_else(|m| err(op, m))
         }

@@ -58,6 +58,7 @@ fn graphs(c: &Case, scale: f64) -> (Graph, Graph) {
                     offset: Dim::from(c.causal.unwrap_or(0)),
                     bias: c.bias,
                     slopes: c.slopes.iter().map(|&s| F64Bits(s)).collect(),
+                    kv_len: None,
                 },
             )
         } else {
@@ -305,6 +306,7 @@ fn type_errors_name_the_problem() {
             offset: Dim::from(0),
             bias: false,
             slopes: vec![],
+            kv_len: None,
         },
     );
     let e = b.finish().unwrap_err().to_string();
@@ -312,4 +314,79 @@ fn type_errors_name_the_problem() {
         e.contains("flash_attention") && e.contains("head sizes"),
         "{e}"
     );
+}
+
+/// Token-major keys and values (`kv_len`): the same as the head-major
+/// attention over the sliced, transposed cache; rows past `kv_len` (random
+/// here) are never read; the text form round-trips with the attribute.
+#[test]
+fn token_major_kv_is_the_sliced_transposed_cache() {
+    let c = Case {
+        q: vec![2, 3, 5, 8],
+        kv: vec![2, 1],
+        dv: 6,
+        tk: 9,
+        causal: Some(4),
+        bias: false,
+        slopes: vec![],
+    };
+    let build = |in_place: bool| {
+        let b = ModelBuilder::new("attn");
+        let q = b.input("q", DType::F32, dims(&c.q));
+        let k = b.input("k", DType::F32, shape![11, 2, 1, 8]);
+        let v = b.input("v", DType::F32, shape![11, 2, 1, 6]);
+        let out = if in_place {
+            let op = AttentionOp {
+                scale: F64Bits(0.375),
+                causal: true,
+                offset: Dim::from(4),
+                bias: false,
+                slopes: vec![],
+                kv_len: Some(Dim::from(9)),
+            };
+            q.flash_attention(&k, &v, None, op)
+        } else {
+            let hm = |x: &Var| x.slice(0, 0, 9).permute(&[1, 2, 0, 3]);
+            written_out(&b, &c, &q, &hm(&k), &hm(&v), None, 0.375)
+        };
+        b.output("out", &out);
+        b.finish().unwrap()
+    };
+    let (in_place, plain) = (build(true), build(false));
+    let text = kiln_ir::text::print(&in_place);
+    assert!(text.contains("kv_len=9"), "{text}");
+    assert_eq!(kiln_ir::text::parse(&text).unwrap(), in_place, "{text}");
+    for seed in 0..3 {
+        let inputs = random_inputs(&in_place, seed);
+        let (a, b) = (run(&in_place, &inputs), run(&plain, &inputs));
+        assert_eq!(a.len(), 2 * 3 * 5 * 6);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn token_major_type_errors_name_the_problem() {
+    let op = |len: i64| AttentionOp {
+        scale: F64Bits(1.0),
+        causal: false,
+        offset: Dim::from(0),
+        bias: false,
+        slopes: vec![],
+        kv_len: Some(Dim::from(len)),
+    };
+    let cases: [(Vec<Dim>, i64, &str); 2] = [
+        (shape![6, 2, 4], 7, "exceeds the 6 rows"),
+        (shape![5, 2, 4], 3, "disagree on the token axis"),
+    ];
+    for (vshape, len, want) in cases {
+        let b = ModelBuilder::new("bad");
+        let q = b.input("q", DType::F32, shape![2, 3, 4]);
+        let k = b.input("k", DType::F32, shape![6, 2, 4]);
+        let v = b.input("v", DType::F32, vshape);
+        let _ = q.flash_attention(&k, &v, None, op(len));
+        let e = b.finish().unwrap_err().to_string();
+        assert!(e.contains("flash_attention") && e.contains(want), "{e}");
+    }
 }

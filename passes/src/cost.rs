@@ -118,7 +118,10 @@ impl CostModel {
             Op::Attention(_) | Op::PrFlash(_) => {
                 let (q, k) = (inputs[0], inputs[1]);
                 let d = q.shape.last().map_or(1.0, dim);
-                let tk = k.shape.get(k.rank().wrapping_sub(2)).map_or(1.0, dim);
+                let tk = match op {
+                    Op::Attention(a) if a.kv_len.is_some() => a.kv_len.as_ref().map_or(1.0, dim),
+                    _ => k.shape.get(k.rank().wrapping_sub(2)).map_or(1.0, dim),
+                };
                 let dv = outputs[0].shape.last().map_or(1.0, dim).max(1.0);
                 let scores = out_elems / dv * tk;
                 (

@@ -20,7 +20,7 @@
 //! | [`provenance`] | which rewrites produced each node, through to the kernels |
 //! | [`lossy`] | the opt-in lossy transforms (PrFlashAttention) |
 //! | [`saq`] | the opt-in SAQ quantized KV cache (`--kv-cache saq:…`) |
-//! | [`layout`] | CPU: `matmul` of a transpose reads it untransposed (`matmul_t`) |
+//! | [`layout`] | attention reads the KV cache in place (`kv_len`); CPU: `matmul` of a transpose reads it untransposed (`matmul_t`) |
 //! | [`dce`] | dead-code elimination |
 //! | [`fuse`] | the fusion pass |
 //! | [`manager`] | `Pass`, `PassManager`, reports |

@@ -125,7 +125,7 @@ impl Pass for Lossy {
             let Op::Attention(a) = &graph.node(n).op else {
                 continue;
             };
-            if !a.causal || a.bias || !a.slopes.is_empty() {
+            if !a.causal || a.bias || !a.slopes.is_empty() || a.kv_len.is_some() {
                 kept += 1;
                 continue;
             }

@@ -255,6 +255,10 @@ pub fn rewrite(g: &Graph, spec: &SaqSpec) -> Result<(Graph, String), PassError> 
             problems.push(format!("{place}: only causal attention without a bias or harmonic slopes reads an SAQ cache"));
             continue;
         }
+        if a.kv_len.is_some() {
+            problems.push(format!("{place}: it reads the cache token-major (kv_len); SAQ runs before `layout` introduces that"));
+            continue;
+        }
         if a.offset != ck.start || ck.start != cv.start {
             problems.push(format!(
                 "{place}: the causal offset {} is not the caches' fill size {} / {}",

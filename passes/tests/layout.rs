@@ -1,12 +1,18 @@
 //! The `layout` pass: which matmuls of a transpose become `matmul_t`, that
 //! results do not change (the interpreter computes both forms with the same
-//! accumulation order), and that the GPU target is left alone.
+//! accumulation order), and that the GPU target is left alone; attention
+//! over a sliced, transposed KV cache reads the cache in place (`kv_len`),
+//! with the same logits through a prefill and decode steps, and look-alikes
+//! are left as written.
 
 mod common;
 
 use common::*;
-use kiln_ir::{shape, DType, Graph, Op};
+use kiln_ir::interp::{eval_with, EvalOptions};
+use kiln_ir::{shape, DType, Dim, Graph, Op, Tensor};
+use kiln_models::llama;
 use kiln_passes::{CostTarget, PassManager, PassOptions};
+use std::collections::BTreeMap;
 
 fn count(g: &Graph, name: &str) -> usize {
     g.node_ids()
@@ -87,4 +93,173 @@ fn the_gpu_keeps_the_transpose() {
     assert!(detail.contains("GPU"), "{detail}");
     assert_eq!(count(&out, "matmul_t"), 0);
     assert_eq!(out.node_count(), g.node_count());
+}
+
+/// Llama (after `canonicalize` and `recognize`) before and after `layout`
+/// and `dce` on the CPU, and the layout pass's detail.
+fn llama_layout(cfg: &llama::LlamaConfig) -> (Graph, Graph, String) {
+    let g = llama::build(cfg).unwrap();
+    let opts = PassOptions::default();
+    let (g, _) = PassManager::from_names(&["canonicalize", "recognize"])
+        .unwrap()
+        .run(g, &opts)
+        .unwrap();
+    let (out, reports) = PassManager::from_names(&["layout", "dce"])
+        .unwrap()
+        .run(g.clone(), &opts)
+        .unwrap();
+    kiln_ir::verify(&out).unwrap();
+    (g, out, reports[0].detail.clone())
+}
+
+/// Every output of `g` over `tokens`: a prefill of `prefill` tokens, then
+/// one token per call, the caches (capacity `ctx`) carried between calls.
+fn decode(
+    g: &Graph,
+    w: &BTreeMap<String, Tensor>,
+    tokens: &[i32],
+    prefill: usize,
+    ctx: usize,
+) -> Vec<BTreeMap<String, Tensor>> {
+    let b = [("ctx".to_string(), ctx as i64)].into();
+    let mut state: BTreeMap<String, Tensor> = g
+        .input_names()
+        .zip(g.input_types())
+        .filter(|(n, _)| *n != "tokens")
+        .map(|(n, t)| {
+            (
+                n.to_string(),
+                Tensor::zeros(t.dtype, t.eval_shape(&b).unwrap()),
+            )
+        })
+        .collect();
+    let mut steps = vec![prefill];
+    steps.extend(vec![1; tokens.len() - prefill]);
+    let (mut past, mut out) = (0, Vec::new());
+    for n in steps {
+        let mut inputs = state.clone();
+        let ids = tokens[past..past + n].to_vec();
+        inputs.insert("tokens".into(), Tensor::i32(vec![n], ids).unwrap());
+        let opts = EvalOptions {
+            sizes: [("past".to_string(), past as i64)].into(),
+            ..EvalOptions::default()
+        };
+        let res = eval_with(g, &inputs, w, &opts).unwrap();
+        for (k, v) in &res {
+            if state.contains_key(k) {
+                state.insert(k.clone(), v.clone());
+            }
+        }
+        out.push(res);
+        past += n;
+    }
+    out
+}
+
+fn attentions(g: &Graph) -> Vec<kiln_ir::attention::AttentionOp> {
+    g.node_ids()
+        .filter_map(|n| match &g.node(n).op {
+            Op::Attention(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn llama_attention_reads_its_kv_cache_in_place() {
+    for harmonic in [false, true] {
+        let cfg = llama::LlamaConfig {
+            kiln_harmonic_alibi: harmonic,
+            ..llama::tiny_config()
+        };
+        let (before, after, detail) = llama_layout(&cfg);
+        assert!(
+            detail.contains("2 attention(s) read the KV cache in place"),
+            "{detail}"
+        );
+        let ops = attentions(&after);
+        assert_eq!(ops.len(), 2);
+        for a in &ops {
+            assert_eq!(a.kv_len, Some(Dim::from("past+seq")), "{a:?}");
+        }
+        // No slice of a cache (nor its transpose) is left to copy.
+        assert_eq!(
+            count(&after, "slice"),
+            count(&before, "slice") - 4,
+            "{after}"
+        );
+        // The same logits and caches, exactly (the interpreter reads the
+        // token-major cache as the head-major copy it replaces).
+        let w = llama::random_weights(&cfg, 11);
+        let tokens: Vec<i32> = (0..12).map(|i| (i * 53 + 7) % 256).collect();
+        let want = decode(&before, &w, &tokens, 7, 16);
+        let got = decode(&after, &w, &tokens, 7, 16);
+        for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+            for (name, t) in w {
+                compare(&g[name], t, true)
+                    .unwrap_or_else(|m| panic!("harmonic {harmonic}, step {step}, {name}: {m}"));
+            }
+        }
+    }
+}
+
+/// Look-alikes keep their copies: keys that do not start at row 0, and
+/// keys that are not a token-major view (only both in place qualifies).
+#[test]
+fn kv_look_alikes_are_left_alone() {
+    let attn = |causal: bool| {
+        Op::Attention(kiln_ir::attention::AttentionOp {
+            scale: kiln_ir::op::F64Bits(0.5),
+            causal,
+            offset: Dim::from(if causal { "past" } else { "0" }),
+            bias: false,
+            slopes: vec![],
+            kv_len: None,
+        })
+    };
+    let slice = |start: &str, end: &str| Op::Slice {
+        axis: 0,
+        start: Dim::from(start),
+        end: Dim::from(end),
+    };
+    let to_head_major = Op::Permute {
+        perm: vec![1, 0, 2],
+    };
+    let mut g = G::new("kv");
+    let q = g.input(DType::F32, shape![2, "seq", 8]);
+    let cache = g.input(DType::F32, shape!["ctx", 2, 8]);
+    // In place: both from row 0 to past+seq.
+    let k = g.op(slice("0", "past+seq"), &[cache]);
+    let k = g.op(to_head_major.clone(), &[k]);
+    let a = g.op(attn(true), &[q, k, k]);
+    g.out(a);
+    // Starts at row 1.
+    let k1 = g.op(slice("1", "past+seq+1"), &[cache]);
+    let k1 = g.op(to_head_major.clone(), &[k1]);
+    let b = g.op(attn(true), &[q, k1, k1]);
+    g.out(b);
+    // Values in place, keys from a cache stored head-major `[2, ctx, 8]`
+    // (sliced on axis 1, nothing to undo).
+    let v2 = g.op(slice("0", "seq"), &[cache]);
+    let v2 = g.op(to_head_major, &[v2]);
+    let hm = g.input(DType::F32, shape![2, "ctx", 8]);
+    let k3 = g.op(
+        Op::Slice {
+            axis: 1,
+            start: Dim::from("0"),
+            end: Dim::from("seq"),
+        },
+        &[hm],
+    );
+    let d = g.op(attn(false), &[q, k3, v2]);
+    g.out(d);
+    let g = g.finish();
+    let (out, detail) = layout(&g, CostTarget::Cpu);
+    assert!(detail.contains("1 attention(s)"), "{detail}\n{out}");
+    let ops = attentions(&out);
+    assert_eq!(
+        ops.iter().filter(|a| a.kv_len.is_some()).count(),
+        1,
+        "{out}"
+    );
 }

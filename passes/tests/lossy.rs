@@ -19,6 +19,7 @@ fn graph() -> Graph {
         offset,
         bias: false,
         slopes: vec![],
+        kv_len: None,
     };
     let causal = q.flash_attention(&k, &k, None, op(true, Dim::from("past")));
     let full = q.flash_attention(&k, &k, None, op(false, Dim::from(0)));

@@ -20,6 +20,7 @@ fn flash(offset: &str) -> Op {
         offset: Dim::from(offset),
         bias: false,
         slopes: Vec::new(),
+        kv_len: None,
     })
 }
 

@@ -24,7 +24,50 @@ fn flash(causal: Option<&str>, bias: bool, slopes: &[f64], scale: f64) -> Op {
         offset: Dim::from(causal.unwrap_or("0")),
         bias,
         slopes: slopes.iter().map(|&s| F64Bits(s)).collect(),
+        kv_len: None,
     })
+}
+
+/// `flash` reading token-major keys and values (`kv_len`).
+fn flash_tm(causal: Option<&str>, bias: bool, slopes: &[f64], kv_len: &str) -> Op {
+    let Op::Attention(a) = flash(causal, bias, slopes, 0.17) else {
+        unreachable!()
+    };
+    Op::Attention(AttentionOp {
+        kv_len: Some(Dim::from(kv_len)),
+        ..a
+    })
+}
+
+/// Token-major operand types: `q: [qb.., tq, d]`, `k: [ctx, kb.., d]`,
+/// `v: [ctx, kb.., dv]`: a cache of `ctx` rows.
+fn operands_tm(
+    dt: DType,
+    qb: &[&str],
+    kb: &[&str],
+    d: &str,
+    dv: &str,
+    bias: Option<&[&str]>,
+) -> Vec<kiln_ir::TensorType> {
+    let mk = |lead: &str, b: &[&str], last: &str| {
+        let mut s = vec![lead];
+        s.extend_from_slice(b);
+        s.push(last);
+        ty(dt, &s)
+    };
+    let mut v = vec![
+        {
+            let mut s: Vec<&str> = qb.to_vec();
+            s.extend(["seq", d]);
+            ty(dt, &s)
+        },
+        mk("ctx", kb, d),
+        mk("ctx", kb, dv),
+    ];
+    if let Some(b) = bias {
+        v.push(ty(dt, b));
+    }
+    v
 }
 
 fn prflash(block: usize, c: f64, seed: u64, per_head: bool) -> Op {
@@ -155,6 +198,31 @@ pub fn flash_specs() -> Vec<KernelSpec> {
                 "64",
                 None,
             ),
+        ),
+        // Token-major keys (a KV cache read in place, rows past `kv_len`
+        // never read): grouped-query decode/prefill over a cache longer
+        // than the keys used.
+        spec(
+            "fa_tm_gqa64",
+            flash_tm(Some("past"), false, &[], "past+seq"),
+            operands_tm(f, &["2", "3"], &["2", "1"], "64", "64", None),
+        ),
+        // Token-major, not causal, with a bias and a value head size of its
+        // own; harmonic slopes over 8 heads at head size 20.
+        spec(
+            "fa_tm_bias",
+            flash_tm(None, true, &[], "past+seq"),
+            operands_tm(f, &["3"], &["3"], "24", "40", Some(&["seq", "past+seq"])),
+        ),
+        spec(
+            "fa_tm_slopes",
+            flash_tm(Some("past"), false, &slopes8, "past+seq"),
+            operands_tm(f, &["8"], &["8"], "20", "20", None),
+        ),
+        spec(
+            "fa_tm_f16",
+            flash_tm(Some("past"), false, &[], "past+seq"),
+            operands_tm(DType::F16, &["2", "2"], &["2", "1"], "64", "64", None),
         ),
         spec(
             "fa_bf16",

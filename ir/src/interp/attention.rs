@@ -4,6 +4,7 @@
 
 use super::error::InterpError;
 use super::index::{broadcast_strides, for_each_offset, prod};
+use super::shape_ops;
 use super::value::{float_tensor, floats, kind, Kind, Out};
 use super::Precision;
 use crate::attention::{harmonic, prflash_keep, AttentionOp, PrFlashOp};
@@ -60,7 +61,29 @@ pub(crate) fn flash_attention(
     out: &Out,
     p: Precision,
 ) -> Result<Tensor, InterpError> {
-    attention(Visibility::Exact(op, offset), op.scale.0, args, out, p)
+    let Some(len) = &op.kv_len else {
+        return attention(Visibility::Exact(op, offset), op.scale.0, args, out, p);
+    };
+    // Token-major k, v: the head-major operands they stand for, written out.
+    let len = match len.as_const() {
+        Some(l) if l >= 0 => l as usize,
+        _ => {
+            return Err(InterpError::operands(format!(
+                "kv_len `{len}` is not a size"
+            )))
+        }
+    };
+    let head_major = |t: &Tensor| -> Result<Tensor, InterpError> {
+        let r = t.rank();
+        let mut perm: Vec<usize> = (1..r - 1).collect();
+        perm.extend([0, r - 1]);
+        shape_ops::permute(&shape_ops::slice(t, 0, 0, len)?, &perm)
+    };
+    let (k, v) = (head_major(args[1])?, head_major(args[2])?);
+    let mut all: Vec<&Tensor> = args.to_vec();
+    all[1] = &k;
+    all[2] = &v;
+    attention(Visibility::Exact(op, offset), op.scale.0, &all, out, p)
 }
 
 pub(crate) fn prflash_attention(

@@ -88,6 +88,7 @@ fn concretize<'o>(op: &'o Op, b: &Bindings) -> Result<Cow<'o, Op>, InterpError> 
         }),
         Op::Attention(a) => Cow::Owned(Op::Attention(crate::attention::AttentionOp {
             offset: eval_dim(&a.offset, b)?,
+            kv_len: a.kv_len.as_ref().map(|l| eval_dim(l, b)).transpose()?,
             ..a.clone()
         })),
         Op::PrFlash(a) => Cow::Owned(Op::PrFlash(crate::attention::PrFlashOp {

@@ -162,6 +162,7 @@ pub(crate) fn spec(name: &str) -> &'static [(&'static str, AttrKind)] {
             ("offset", K::Dim),
             ("bias", K::Bool),
             ("slopes", K::Floats),
+            ("kv_len", K::Dim),
         ],
         "prflash_attention" => &[
             ("scale", K::Float),
@@ -231,13 +232,18 @@ pub(crate) fn op_attrs(op: &Op) -> Vec<(&'static str, AttrValue)> {
             ("reverse", V::Bool(s.reverse)),
         ],
         Op::Fused(f) => vec![("kind", V::Kind(f.kind))],
-        Op::Attention(a) => vec![
-            ("scale", V::Float(a.scale.0)),
-            ("causal", V::Bool(a.causal)),
-            ("offset", V::Dim(a.offset.clone())),
-            ("bias", V::Bool(a.bias)),
-            ("slopes", V::Floats(a.slopes.iter().map(|s| s.0).collect())),
-        ],
+        Op::Attention(a) => {
+            let mut v = vec![
+                ("scale", V::Float(a.scale.0)),
+                ("causal", V::Bool(a.causal)),
+                ("offset", V::Dim(a.offset.clone())),
+                ("bias", V::Bool(a.bias)),
+                ("slopes", V::Floats(a.slopes.iter().map(|s| s.0).collect())),
+            ];
+            // Only token-major attention has it (head-major texts stay as they were).
+            v.extend(a.kv_len.as_ref().map(|l| ("kv_len", V::Dim(l.clone()))));
+            v
+        }
         Op::PrFlash(a) => vec![
             ("scale", V::Float(a.scale.0)),
             ("offset", V::Dim(a.offset.clone())),
@@ -311,6 +317,13 @@ impl Attrs {
             AttrValue::Dim(v) => Ok(v),
             _ => Err(self.wrong(key)),
         }
+    }
+    /// An attribute that may be left out (`None`).
+    fn optional_dim(&mut self, key: &str) -> Result<Option<Dim>, String> {
+        if !self.values.iter().any(|(k, _)| *k == key) {
+            return Ok(None);
+        }
+        self.dim(key).map(Some)
     }
     fn ints(&mut self, key: &str) -> Result<Vec<usize>, String> {
         match self.take(key)? {
@@ -433,6 +446,7 @@ pub(crate) fn build_op(name: &str, mut a: Attrs, body: Option<Graph>) -> Result<
                 offset: a.dim("offset")?,
                 bias: a.bool("bias")?,
                 slopes: a.floats("slopes")?,
+                kv_len: a.optional_dim("kv_len")?,
             }),
             "prflash_attention" => Op::PrFlash(PrFlashOp {
                 scale: a.float("scale")?,

@@ -461,6 +461,7 @@ fn build(eg: &KEGraph, s: Scores, v: Id, want: &TensorType) -> Option<Term> {
         offset: s.causal.unwrap_or_else(|| Dim::constant(0)),
         bias: bias.is_some(),
         slopes: slopes.into_iter().map(F64Bits).collect(),
+        kv_len: None,
     };
     let mut operands = vec![q, k, v];
     operands.extend(bias);

@@ -348,7 +348,7 @@ fn compile_steps(
 
 /// Range checks a kernel needs: an `update_slice` must end within its
 /// base, a slice (in a fused body) must start before it ends and end
-/// within its operand.
+/// within its operand, token-major attention must read keys within its cache.
 fn kernel_guards(
     k: usize,
     op: &Op,
@@ -381,6 +381,15 @@ fn kernel_guards(
             )
         }
         Op::Fused(f) => body_guards(&f.body, &mut push),
+        // Token-major attention reads keys `0..kv_len` of a cache of `T` rows.
+        Op::Attention(a) => match &a.kv_len {
+            Some(len) => push(
+                format!("the attended key count `{len}`"),
+                len,
+                &operand_types[1].shape[0],
+            ),
+            None => Ok(()),
+        },
         // The SAQ state holds `capacity` tokens; a call appends (or
         // attends over) `past + seq` of them.
         Op::SaqAppend(a) => saq_guard(&a.spec, &a.start, operand_types, 0, &mut push),

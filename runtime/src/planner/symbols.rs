@@ -31,7 +31,10 @@ fn collect(g: &Graph, out: &mut BTreeSet<String>) {
             Op::UpdateSlice { start, .. } => add(out, [start]),
             Op::SaqAppend(a) => add(out, [&a.start]),
             Op::SaqAttention(a) => add(out, [&a.offset]),
-            Op::Attention(a) => add(out, [&a.offset]),
+            Op::Attention(a) => {
+                add(out, [&a.offset]);
+                add(out, a.kv_len.iter());
+            }
             Op::PrFlash(a) => add(out, [&a.offset]),
             Op::Reshape { shape } | Op::Broadcast { shape } => add(out, shape),
             Op::Input { ty, .. } | Op::Param { ty, .. } | Op::Iota { ty, .. } => {
@@ -51,7 +54,9 @@ pub(crate) fn op_is_static(op: &Op) -> bool {
     match op {
         Op::MatMul | Op::MatMulT | Op::LinearScan(_) => true,
         Op::Fused(f) => of_graph(&f.body).is_empty(),
-        Op::Attention(a) => a.offset.symbols().is_empty(),
+        Op::Attention(a) => {
+            a.offset.symbols().is_empty() && a.kv_len.iter().all(|l| l.symbols().is_empty())
+        }
         Op::PrFlash(a) => a.offset.symbols().is_empty(),
         _ => false,
     }
