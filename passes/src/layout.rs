@@ -221,7 +221,7 @@ fn kv_in_place(g: &mut Graph, done: &mut Vec<Rewrite>) -> Result<(), PassError> 
 
 /// `Some((cache, L))` when head-major `value: [Bk.., L, D]` is
 /// `reshape?(permute(slice(cache, axis 0, 0..L)))` of a token-major
-/// `cache: [T, H.., D]` (no permute when there is no `H`), the permute
+/// `cache: [T, H.., D]` (no permute when `H` is all 1s), the permute
 /// moving axis 0 to second last and the
 /// reshape (if any) regrouping only the batch dims (`∏H = ∏Bk`), so that
 /// row `j` of batch entry `b` is the cache's element row `j·∏H + b`.
@@ -231,7 +231,9 @@ fn token_major_source(g: &Graph, value: Value) -> Option<(Value, kiln_ir::Dim)> 
     if matches!(g.node(v.node).op, Op::Reshape { .. }) {
         v = g.operands(v.node)[0];
     }
-    // Without batch dims (`[L, D]`) the slice is head-major as it is.
+    // With no batch dims other than 1s (`[L, D]`, `[L, 1, D]`: one KV head)
+    // the slice is head-major as it is (canonicalization may have made the
+    // permute a reshape).
     let s = match &g.node(v.node).op {
         Op::Permute { perm } => {
             let r = perm.len();
@@ -240,7 +242,7 @@ fn token_major_source(g: &Graph, value: Value) -> Option<(Value, kiln_ir::Dim)> 
             }
             g.operands(v.node)[0]
         }
-        Op::Slice { .. } if g.ty(v).rank() == 2 => v,
+        Op::Slice { .. } if one_head(&g.ty(v).shape) => v,
         _ => return None,
     };
     let Op::Slice {
@@ -255,12 +257,16 @@ fn token_major_source(g: &Graph, value: Value) -> Option<(Value, kiln_ir::Dim)> 
         return None;
     }
     let cache = g.operands(s.node)[0];
-    let have = &g.ty(v).shape;
-    let (w, h) = (want.len(), have.len());
-    if w < 2 || have[h - 2..] != want[w - 2..] {
+    // The slice `[L, H.., D]` read head-major: `[H.., L, D]`.
+    let sliced = &g.ty(s).shape;
+    let r = sliced.len();
+    let mut have: Vec<kiln_ir::Dim> = sliced[1..r - 1].to_vec();
+    have.extend([sliced[0].clone(), sliced[r - 1].clone()]);
+    let w = want.len();
+    if w < 2 || have[r - 2..] != want[w - 2..] {
         return None;
     }
-    let same_batch = kiln_ir::dim::product(&have[..h - 2]) == kiln_ir::dim::product(&want[..w - 2]);
+    let same_batch = kiln_ir::dim::product(&have[..r - 2]) == kiln_ir::dim::product(&want[..w - 2]);
     same_batch.then(|| (cache, end.clone()))
 }
 
@@ -276,4 +282,12 @@ fn swapped_last_two(g: &Graph, node: NodeId) -> Option<()> {
     }
     let batch_kept = perm[..r - 2].iter().enumerate().all(|(i, &p)| p == i);
     (batch_kept && perm[r - 2] == r - 1 && perm[r - 1] == r - 2).then_some(())
+}
+
+/// Whether every axis of `shape` between the first and the last is 1.
+fn one_head(shape: &[kiln_ir::Dim]) -> bool {
+    shape.len() >= 2
+        && shape[1..shape.len() - 1]
+            .iter()
+            .all(|d| d.as_const() == Some(1))
 }

@@ -167,9 +167,12 @@ fn attentions(g: &Graph) -> Vec<kiln_ir::attention::AttentionOp> {
 
 #[test]
 fn llama_attention_reads_its_kv_cache_in_place() {
-    for harmonic in [false, true] {
+    // Grouped-query, with the harmonic bias, and one KV head (whose
+    // transpose canonicalization turns into a reshape).
+    for (harmonic, kv_heads) in [(false, 2), (true, 2), (false, 1)] {
         let cfg = llama::LlamaConfig {
             kiln_harmonic_alibi: harmonic,
+            num_key_value_heads: Some(kv_heads),
             ..llama::tiny_config()
         };
         let (before, after, detail) = llama_layout(&cfg);
@@ -196,8 +199,9 @@ fn llama_attention_reads_its_kv_cache_in_place() {
         let got = decode(&after, &w, &tokens, 7, 16);
         for (step, (g, w)) in got.iter().zip(&want).enumerate() {
             for (name, t) in w {
-                compare(&g[name], t, true)
-                    .unwrap_or_else(|m| panic!("harmonic {harmonic}, step {step}, {name}: {m}"));
+                compare(&g[name], t, true).unwrap_or_else(|m| {
+                    panic!("harmonic {harmonic}, {kv_heads} kv heads, step {step}, {name}: {m}")
+                });
             }
         }
     }
