@@ -477,6 +477,15 @@ impl ParamSource for Weights {
         self.get(name).ok()
     }
 
+    /// Drops the mapped pages of `name` (see [`SafetensorsFile::release`]).
+    fn release(&self, name: &str) {
+        if let Some(stored) = self.resolve(name) {
+            if let Some(file) = &self.entries[stored].file {
+                file.release(stored);
+            }
+        }
+    }
+
     /// The mapped bytes themselves when the stored type loads unchanged
     /// (f32 and the integer types): no converted tensor is made or kept.
     fn param_bytes(&self, name: &str) -> Option<kiln_ir::interp::ParamBytes<'_>> {

@@ -490,3 +490,43 @@ fn corruption_reaches_both_outcomes() {
         assert!(kinds.contains(k), "{k} not reached: {kinds:?}");
     }
 }
+
+/// Releasing a mapped tensor's pages loses nothing: its bytes read the same
+/// afterwards, through the file and through `Weights`; a tensor smaller
+/// than a page has no page of its own to release; an owned file keeps its
+/// bytes.
+#[test]
+fn released_tensors_read_back_unchanged() {
+    use kiln_ir::interp::ParamSource;
+    let dir = Scratch::new("release");
+    let path = dir.join("m.safetensors");
+    let big: Vec<f32> = (0..1 << 20).map(|i| (i as f32).sin()).collect();
+    let tensors = BTreeMap::from([
+        (
+            "big".to_string(),
+            Tensor::f32(vec![1024, 1024], big).unwrap(),
+        ),
+        (
+            "small".to_string(),
+            Tensor::f32(vec![3], vec![1.0, 2.0, 3.0]).unwrap(),
+        ),
+    ]);
+    save_safetensors(&path, &tensors).unwrap();
+    let f = SafetensorsFile::open(&path).unwrap();
+    let before = f.bytes("big").unwrap().to_vec();
+    assert!(f.release("big"), "a 4 MiB tensor spans whole pages");
+    assert_eq!(f.bytes("big").unwrap(), before.as_slice());
+    assert!(!f.release("small"));
+    assert!(!f.release("absent"));
+    let w = Weights::open(&path).unwrap();
+    let lent = w.param_bytes("big").unwrap().bytes.to_vec();
+    w.release("big");
+    assert_eq!(w.get("big").unwrap(), &tensors["big"]);
+    assert_eq!(
+        w.param_bytes("big").unwrap().bytes.as_ref(),
+        lent.as_slice()
+    );
+    let owned = parse(std::fs::read(&path).unwrap()).unwrap();
+    assert!(!owned.release("big"));
+    assert_eq!(owned.bytes("big").unwrap(), before.as_slice());
+}

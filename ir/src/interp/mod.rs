@@ -116,6 +116,15 @@ pub trait ParamSource {
             bytes: std::borrow::Cow::Owned(t.to_bytes()),
         })
     }
+
+    /// The executor has its own copy of parameter `name` now. A store that
+    /// lends mapped bytes may drop their pages from memory (the file stays
+    /// mapped; a later read faults them back in), so loading a model holds
+    /// about one copy of the weights at a time instead of two. The default
+    /// does nothing.
+    fn release(&self, name: &str) {
+        let _ = name;
+    }
 }
 
 /// See [`ParamSource::param_bytes`].

@@ -157,6 +157,37 @@ impl SafetensorsFile {
         self.storage.bytes().get(info.range.clone())
     }
 
+    /// Drops the memory pages that only tensor `name`'s bytes occupy from
+    /// this process (a mapped file; an owned one keeps its bytes). The
+    /// mapping stays: reading the tensor again faults the same bytes back
+    /// in from the file. Returns whether any pages were released.
+    pub fn release(&self, name: &str) -> bool {
+        let (Storage::Mapped(m), Some(info)) = (&self.storage, self.tensors.get(name)) else {
+            return false;
+        };
+        let page = page_size();
+        // Whole pages inside the tensor's range: a page it shares with a
+        // neighbour stays.
+        let start = info.range.start.div_ceil(page) * page;
+        let end = info.range.end / page * page;
+        if end <= start {
+            return false;
+        }
+        // SAFETY: the mapping is read-only and never written, so dropping
+        // its pages loses nothing: the next access reads the same bytes from
+        // the file. Borrowed slices stay valid (the addresses stay mapped).
+        #[cfg(unix)]
+        unsafe {
+            m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                .is_ok()
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = m;
+            false
+        }
+    }
+
     /// Tensor `name` converted to a Kiln tensor (see [`Dtype::loaded`]).
     pub fn tensor(&self, name: &str) -> Option<Tensor> {
         let info = self.tensors.get(name)?;
@@ -401,4 +432,17 @@ fn check_layout(tensors: &BTreeMap<String, TensorInfo>, data_len: u64) -> Result
         });
     }
     Ok(())
+}
+
+/// The memory page size (4 KiB where the system does not say).
+fn page_size() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 {
+            return n as usize;
+        }
+    }
+    4096
 }

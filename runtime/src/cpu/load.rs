@@ -54,7 +54,12 @@ pub(crate) fn resident_one(
                     expected: b.ty.to_string(),
                 });
             }
-            AlignedBuf::from_bytes(&t.bytes)
+            let buf = AlignedBuf::from_bytes(&t.bytes);
+            drop(t);
+            // The copy is made: the store's pages of it may go (load holds
+            // one weight twice at a time, not all of them).
+            params.release(name);
+            buf
         }
         Storage::Const(lit) => {
             let t = Tensor::from_f64(
