@@ -24,8 +24,11 @@ Measured: prefill latency at two prompt lengths, decode tokens/s over N new
 tokens after the shorter prompt ((n-1) tokens over the time after the first),
 and each process's peak RSS (GNU /usr/bin/time, one process per measurement).
 The machine's memory read bandwidth is measured in the same run
-(bandwidth.py) and decode is shown as a fraction of the bandwidth limit:
-(weight bytes read per token) / (bytes/s on T threads).
+(bandwidth.py) before, in each decode round and after, and decode is shown
+as a fraction of the bandwidth limit: (weight bytes read per token) / (the
+most bytes/s on T threads measured in the run). With --rounds, decode is also
+printed round by round, with Kiln/llama.cpp per round (paired: the same
+machine state) and its median.
 
 The checkpoints carry no BOS/EOS/PAD token, so generation never stops early.
 """
@@ -357,7 +360,7 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
                 rp, rl = speed_ratio(kv, pv, higher), speed_ratio(kv, lv, higher)
             extra = ""
             if key == "decode_tok_s":
-                limit = gbps * 1e9 / r["bytes_per_token"]
+                limit = max([gbps] + r.get("bandwidth_rounds_gbps", [])) * 1e9 / r["bytes_per_token"]
                 extra = (f"  {limit:.0f} tok/s: Kiln {fmt(kv and kv / limit * 100, '.0f', '%')}"
                          f", PyTorch {fmt(pv and pv / limit * 100, '.0f', '%')}"
                          f", llama.cpp {fmt(lv and lv / limit * 100, '.0f', '%')}")
@@ -365,6 +368,25 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
                   f"{fmt(rp, '.2f', '×'):>8} {fmt(rl, '.2f', '×'):>8}{extra}")
     print("K vs PT / K vs lc: speed ratio (>1: Kiln faster) for latency and tok/s; "
           "Kiln/peer for peak RSS (<1: Kiln smaller).")
+    print("bandwidth limit: weight bytes read per token at the most this run measured "
+          "(before, in each decode round, after).")
+    for name, r in results.items():
+        ks, ls = r["kiln"].get("decode_rounds", []), r.get("llama_cpp", {}).get("decode_rounds", [])
+        bws = r.get("bandwidth_rounds_gbps", [])
+        if len(ks) > 1:
+            line = f"{name}: decode tok/s by round: Kiln " + \
+                ", ".join(f"{x:.1f}" for x in ks)
+            if len(ls) == len(ks):
+                ratios = sorted(k / l for k, l in zip(ks, ls))
+                med = ratios[len(ratios) // 2] if len(ratios) % 2 else \
+                    (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+                line += (f"; llama.cpp " + ", ".join(f"{x:.1f}" for x in ls) +
+                         f"; Kiln/llama.cpp per round " +
+                         ", ".join(f"{k / l:.2f}" for k, l in zip(ks, ls)) +
+                         f" (median {med:.2f}, lowest {ratios[0]:.2f})")
+            if bws:
+                line += "; bandwidth GB/s " + ", ".join(f"{b:.1f}" for b in bws)
+            print(line)
     for name, r in results.items():
         v = r.get("llama_cpp_verify")
         if not v:
@@ -427,6 +449,12 @@ def bench_model(name: str, args, kiln_bins) -> dict:
         # GB/s on two threads); each keeps its best over the rounds.
         for rnd in range(args.rounds):
             tag = f" (round {rnd + 1}/{args.rounds})" if args.rounds > 1 else ""
+            if i == 0:
+                # The bandwidth this round's decodes see (it drifts): the
+                # limit is the most measured in the run.
+                bw_round = bandwidth.measure(args.threads, mib=512, repeats=5, cache=CACHE)
+                r["bandwidth_rounds_gbps"] = r.get("bandwidth_rounds_gbps", []) + [
+                    bw_round[str(args.threads)]["sustained_gbps"]]
             best = None
             for _ in range(args.repeats):
                 m = kiln_generate(run, art, prompt, steps, args.threads)
@@ -436,6 +464,8 @@ def bench_model(name: str, args, kiln_bins) -> dict:
                     "prefill_ms": min(best["prefill_ms"], m["prefill_ms"]),
                     "decode_tok_s": max(best["decode_tok_s"], m["decode_tok_s"])}
             keep_best(r["kiln"], n, i == 0, best)
+            if i == 0:
+                r["kiln"].setdefault("decode_rounds", []).append(best["decode_tok_s"])
             print(f"[{name}] kiln    prompt {n}{tag}: {best}", flush=True)
             m = torch_generate(d, spec.family, prompt, steps, args.threads, args.repeats)
             peaks["pytorch"].append(m["peak_rss"])
@@ -455,6 +485,7 @@ def bench_model(name: str, args, kiln_bins) -> dict:
                 peaks["llama_cpp"].append(rss)
                 keep_best(r["llama_cpp"], n, i == 0, m)
                 if i == 0:
+                    r["llama_cpp"].setdefault("decode_rounds", []).append(m["decode_tok_s"])
                     r["llama_cpp"]["decode_tok_s_in_llama_decode"] = max(
                         r["llama_cpp"].get("decode_tok_s_in_llama_decode", 0.0),
                         m["decode_tok_s_in_llama_decode"])
