@@ -384,8 +384,12 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
                          f"; Kiln/llama.cpp per round " +
                          ", ".join(f"{k / l:.2f}" for k, l in zip(ks, ls)) +
                          f" (median {med:.2f}, lowest {ratios[0]:.2f})")
-            if bws:
+            if len(bws) == len(ks):
                 line += "; bandwidth GB/s " + ", ".join(f"{b:.1f}" for b in bws)
+                # Each round's decode against the bandwidth measured just before it.
+                frac = sorted(k * r["bytes_per_token"] / (b * 1e9) for k, b in zip(ks, bws))
+                line += (f"; Kiln at {', '.join(f'{f * 100:.0f}%' for f in frac)} of its "
+                         f"round's bandwidth (median {frac[len(frac) // 2] * 100:.0f}%)")
             print(line)
     for name, r in results.items():
         v = r.get("llama_cpp_verify")
@@ -517,6 +521,8 @@ def main() -> None:
                          "same arithmetic as the others; default) or llama.cpp's defaults "
                          "(f16 KV cache, flash attention)")
     ap.add_argument("--json", type=Path, help="also write all results here")
+    ap.add_argument("--table", type=Path, metavar="JSON",
+                    help="print the table of an earlier run's --json file and exit")
     # Internal: the PyTorch measurement process.
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -525,6 +531,10 @@ def main() -> None:
     ap.add_argument("--new", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.table:
+        saved = json.loads(args.table.read_text())
+        print_table(saved["results"], saved["bandwidth"], saved["threads"])
+        return
     if args.torch_worker:
         torch_worker(args)
         return
