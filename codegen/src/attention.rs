@@ -203,6 +203,7 @@ pub(crate) struct BiasAt {
 }
 
 /// The per-block values shared by both targets.
+#[derive(Clone, Copy)]
 pub(crate) struct Base {
     /// First query row of the block.
     pub i0: V,

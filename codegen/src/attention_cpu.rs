@@ -6,7 +6,9 @@
 //! the row's visible keys (the causal limit, then the keep predicate) get
 //! their scores into a scratch row, the running max and sum are updated once
 //! per tile, and the accumulator row is rescaled once and then gets `p·v`
-//! for each key. The tile is reused from L1 across the block's rows.
+//! for each key. The tile is reused from L1 across the block's rows; a tile
+//! of token-major keys (a KV cache read in place, `kv_len`) is first copied
+//! into contiguous scratch when the block has several rows (see `Packing`).
 //!
 //! Scratch lives on the stack, allocated once at the function's entry: the
 //! tile's scores, each row's running max and sum, and the `ROWS × Dv`
@@ -208,9 +210,19 @@ pub(crate) fn block(cx: &mut Ctx, a: &Attn, base: &Base) -> R<()> {
         base.tk
     };
     let tkv = cx.b.i64c(tk_tile);
+    let pack = packing(cx, a, tk_tile);
     for_loop(cx, z, kend, tkv, &[], |cx, kb, _| {
         let rest = cx.b.sub(kend, kb);
         let jn = cx.b.min_s(tkv, rest);
+        let tile = match &pack {
+            Some(pk) => pk.tile(cx, base, nrows, kb, jn)?,
+            None => Tile {
+                pk: cx.bufs[1],
+                pv: cx.bufs[2],
+                base: *base,
+            },
+        };
+        let base = &tile.base;
         for_loop(cx, z, nrows, one, &[], |cx, r, _| {
             let i = cx.b.add(base.i0, r);
             let p = cx.b.add(i, base.offset);
@@ -226,7 +238,9 @@ pub(crate) fn block(cx: &mut Ctx, a: &Attn, base: &Base) -> R<()> {
             }
             let zero = cx.b.i64c(0);
             let any = cx.b.cmpi("sgt", lim, zero);
-            if_then(cx, any, |cx| row_tile(cx, a, base, &sc, r, i, p, kb, lim))?;
+            if_then(cx, any, |cx| {
+                row_tile(cx, a, base, &sc, (tile.pk, tile.pv), r, i, p, kb, lim)
+            })?;
             Ok(vec![])
         })?;
         Ok(vec![])
@@ -254,6 +268,109 @@ pub(crate) fn block(cx: &mut Ctx, a: &Attn, base: &Base) -> R<()> {
     Ok(())
 }
 
+/// Where a key tile's rows are read from: the operands, or a packed copy.
+struct Tile {
+    pk: V,
+    pv: V,
+    /// `base` with the key and value offsets and strides of `pk`, `pv`.
+    base: Base,
+}
+
+/// Token-major keys (a KV cache read in place) are rows a few KiB apart,
+/// which fall on a quarter of L1's sets: a tile of them and its values
+/// thrash there while the block's rows reread them. A block of several rows
+/// therefore first copies the tile into contiguous scratch (`f32`, constant
+/// head sizes); a decode block (one row) reads each key once and reads it
+/// in place.
+struct Packing {
+    k: V,
+    v: V,
+    k_pieces: Vec<(i64, u32)>,
+    v_pieces: Vec<(i64, u32)>,
+}
+
+fn packing(cx: &mut Ctx, a: &Attn, tk_tile: i64) -> Option<Packing> {
+    if !a.token_major || a.dt != DType::F32 {
+        return None;
+    }
+    let (Lanes::Fixed(k_pieces), Lanes::Fixed(v_pieces)) = (lanes(&a.d, a.dt), lanes(&a.dv, a.dt))
+    else {
+        return None;
+    };
+    let (d, dv) = (a.d.as_const()?, a.dv.as_const()?);
+    let nk = cx.b.i64c(tk_tile * d);
+    let nv = cx.b.i64c(tk_tile * dv);
+    Some(Packing {
+        k: alloca(&mut cx.b, nk),
+        v: alloca(&mut cx.b, nv),
+        k_pieces,
+        v_pieces,
+    })
+}
+
+impl Packing {
+    /// The tile of keys `kb .. kb + jn`: packed when the block has two rows
+    /// or more.
+    fn tile(&self, cx: &mut Ctx, base: &Base, nrows: V, kb: V, jn: V) -> R<Tile> {
+        let (pk, pv) = (cx.bufs[1], cx.bufs[2]);
+        let two = cx.b.i64c(2);
+        let packed = cx.b.cmpi("sge", nrows, two);
+        if_then(cx, packed, |cx| {
+            let (one, z) = (cx.b.i64c(1), cx.b.i64c(0));
+            for_loop(cx, z, jn, one, &[], |cx, jj, _| {
+                let j = cx.b.add(kb, jj);
+                for (src, stride, off, dst, row, pieces) in [
+                    (
+                        pk,
+                        base.k_stride,
+                        base.k_off,
+                        self.k,
+                        base.d,
+                        &self.k_pieces,
+                    ),
+                    (
+                        pv,
+                        base.v_stride,
+                        base.v_off,
+                        self.v,
+                        base.dv,
+                        &self.v_pieces,
+                    ),
+                ] {
+                    let from = cx.b.mul(j, stride);
+                    let from = cx.b.add(off, from);
+                    let to = cx.b.mul(jj, row);
+                    for &(o, w) in pieces {
+                        let o = cx.b.i64c(o);
+                        let fi = cx.b.add(from, o);
+                        let x = vload(&mut cx.b, src, fi, w, DType::F32);
+                        let ti = cx.b.add(to, o);
+                        vstore(&mut cx.b, x, dst, ti);
+                    }
+                }
+                Ok(vec![])
+            })?;
+            Ok(())
+        })?;
+        // Packed row `jj` of key `kb + jj` is at `(kb + jj)·d - kb·d`.
+        let z = cx.b.i64c(0);
+        let kbd = cx.b.mul(kb, base.d);
+        let k_off = cx.b.sub(z, kbd);
+        let kbdv = cx.b.mul(kb, base.dv);
+        let v_off = cx.b.sub(z, kbdv);
+        let mut t = *base;
+        t.k_off = cx.b.select(packed, k_off, base.k_off);
+        t.v_off = cx.b.select(packed, v_off, base.v_off);
+        t.k_stride = cx.b.select(packed, base.d, base.k_stride);
+        t.v_stride = cx.b.select(packed, base.dv, base.v_stride);
+        Ok(Tile {
+            pk: cx.b.select(packed, self.k, pk),
+            pv: cx.b.select(packed, self.v, pv),
+            base: t,
+        })
+    }
+}
+
 /// Row `r` (query `i`, position `p`) against keys `kb .. kb + lim`, all visible.
 #[allow(clippy::too_many_arguments)]
 fn row_tile(
@@ -261,13 +378,14 @@ fn row_tile(
     a: &Attn,
     base: &Base,
     sc: &Scratch,
+    (pk, pv): (V, V),
     r: V,
     i: V,
     p: V,
     kb: V,
     lim: V,
 ) -> R<()> {
-    let (pq, pk, pv) = (cx.bufs[0], cx.bufs[1], cx.bufs[2]);
+    let pq = cx.bufs[0];
     let one = cx.b.i64c(1);
     let z = cx.b.i64c(0);
     let qrow = cx.b.mul(i, base.d);
