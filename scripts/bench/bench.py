@@ -330,6 +330,35 @@ def fmt(v, spec=".1f", suffix=""):
     return "—" if v is None else f"{v:{spec}}{suffix}"
 
 
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def limit_text(r: dict, gbps: float, kv, pv, lv) -> str:
+    """Decode as a fraction of the bandwidth limit. With rounds: each round's
+    decode against the bandwidth measured at the start of that round (median
+    over rounds), then the best decode against the most measured in the run."""
+    per_token = r["bytes_per_token"]
+    bws = r.get("bandwidth_rounds_gbps", [])
+    most = max([gbps] + bws)
+    limit = most * 1e9 / per_token
+    best = (f"best vs the run's most, {most:.1f} GB/s = {limit:.0f} tok/s: "
+            f"Kiln {fmt(kv and kv / limit * 100, '.0f', '%')}, "
+            f"PyTorch {fmt(pv and pv / limit * 100, '.0f', '%')}, "
+            f"llama.cpp {fmt(lv and lv / limit * 100, '.0f', '%')}")
+    def rounds(peer: str) -> str:
+        rates = r.get(peer, {}).get("decode_rounds", [])
+        if len(rates) != len(bws) or not bws:
+            return "-"
+        return f"{median([x * per_token / (b * 1e9) for x, b in zip(rates, bws)]) * 100:.0f}%"
+    if len(bws) < 2:
+        return best
+    return (f"median of rounds vs their own bandwidth: Kiln {rounds('kiln')}, "
+            f"PyTorch {rounds('pytorch')}, llama.cpp {rounds('llama_cpp')}; {best}")
+
+
 def print_table(results: dict, bw: dict, threads: int) -> None:
     gbps = bw[str(threads)]["sustained_gbps"]
     print()
@@ -360,16 +389,15 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
                 rp, rl = speed_ratio(kv, pv, higher), speed_ratio(kv, lv, higher)
             extra = ""
             if key == "decode_tok_s":
-                limit = max([gbps] + r.get("bandwidth_rounds_gbps", [])) * 1e9 / r["bytes_per_token"]
-                extra = (f"  {limit:.0f} tok/s: Kiln {fmt(kv and kv / limit * 100, '.0f', '%')}"
-                         f", PyTorch {fmt(pv and pv / limit * 100, '.0f', '%')}"
-                         f", llama.cpp {fmt(lv and lv / limit * 100, '.0f', '%')}")
+                extra = "  " + limit_text(r, gbps, kv, pv, lv)
             print(f"{name:<12} {label:<16} {fmt(kv):>9} {fmt(pv):>9} {fmt(lv):>9} "
                   f"{fmt(rp, '.2f', '×'):>8} {fmt(rl, '.2f', '×'):>8}{extra}")
     print("K vs PT / K vs lc: speed ratio (>1: Kiln faster) for latency and tok/s; "
           "Kiln/peer for peak RSS (<1: Kiln smaller).")
-    print("bandwidth limit: weight bytes read per token at the most this run measured "
-          "(before, in each decode round, after).")
+    print("bandwidth limit: weight bytes read per token over the read bandwidth. With rounds, "
+          "each round measures it before its decodes, and each peer's decode in a round is "
+          "set against that round's (median over rounds shown); the best decode is also set "
+          "against the most bandwidth measured anywhere in the run (before, rounds, after).")
     for name, r in results.items():
         ks, ls = r["kiln"].get("decode_rounds", []), r.get("llama_cpp", {}).get("decode_rounds", [])
         bws = r.get("bandwidth_rounds_gbps", [])
@@ -378,8 +406,7 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
                 ", ".join(f"{x:.1f}" for x in ks)
             if len(ls) == len(ks):
                 ratios = sorted(k / l for k, l in zip(ks, ls))
-                med = ratios[len(ratios) // 2] if len(ratios) % 2 else \
-                    (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+                med = median(ratios)
                 line += (f"; llama.cpp " + ", ".join(f"{x:.1f}" for x in ls) +
                          f"; Kiln/llama.cpp per round " +
                          ", ".join(f"{k / l:.2f}" for k, l in zip(ks, ls)) +
@@ -387,9 +414,9 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
             if len(bws) == len(ks):
                 line += "; bandwidth GB/s " + ", ".join(f"{b:.1f}" for b in bws)
                 # Each round's decode against the bandwidth measured just before it.
-                frac = sorted(k * r["bytes_per_token"] / (b * 1e9) for k, b in zip(ks, bws))
+                frac = [k * r["bytes_per_token"] / (b * 1e9) for k, b in zip(ks, bws)]
                 line += (f"; Kiln at {', '.join(f'{f * 100:.0f}%' for f in frac)} of its "
-                         f"round's bandwidth (median {frac[len(frac) // 2] * 100:.0f}%)")
+                         f"round's bandwidth (median {median(frac) * 100:.0f}%)")
             print(line)
     for name, r in results.items():
         v = r.get("llama_cpp_verify")
@@ -474,6 +501,8 @@ def bench_model(name: str, args, kiln_bins) -> dict:
             m = torch_generate(d, spec.family, prompt, steps, args.threads, args.repeats)
             peaks["pytorch"].append(m["peak_rss"])
             keep_best(r["pytorch"], n, i == 0, m)
+            if i == 0:
+                r["pytorch"].setdefault("decode_rounds", []).append(m["decode_tok_s"])
             print(f"[{name}] pytorch prompt {n}{tag}: {m}", flush=True)
             if gguf is not None and "error" not in r["llama_cpp"]:
                 try:
