@@ -8,11 +8,9 @@
 mod common;
 
 use common::*;
-use kiln_ir::interp::{eval_with, EvalOptions};
-use kiln_ir::{shape, DType, Dim, Graph, Op, Tensor};
+use kiln_ir::{shape, DType, Dim, Graph, Op};
 use kiln_models::llama;
 use kiln_passes::{CostTarget, PassManager, PassOptions};
-use std::collections::BTreeMap;
 
 fn count(g: &Graph, name: &str) -> usize {
     g.node_ids()
@@ -112,50 +110,6 @@ fn llama_layout(cfg: &llama::LlamaConfig) -> (Graph, Graph, String) {
     (g, out, reports[0].detail.clone())
 }
 
-/// Every output of `g` over `tokens`: a prefill of `prefill` tokens, then
-/// one token per call, the caches (capacity `ctx`) carried between calls.
-fn decode(
-    g: &Graph,
-    w: &BTreeMap<String, Tensor>,
-    tokens: &[i32],
-    prefill: usize,
-    ctx: usize,
-) -> Vec<BTreeMap<String, Tensor>> {
-    let b = [("ctx".to_string(), ctx as i64)].into();
-    let mut state: BTreeMap<String, Tensor> = g
-        .input_names()
-        .zip(g.input_types())
-        .filter(|(n, _)| *n != "tokens")
-        .map(|(n, t)| {
-            (
-                n.to_string(),
-                Tensor::zeros(t.dtype, t.eval_shape(&b).unwrap()),
-            )
-        })
-        .collect();
-    let mut steps = vec![prefill];
-    steps.extend(vec![1; tokens.len() - prefill]);
-    let (mut past, mut out) = (0, Vec::new());
-    for n in steps {
-        let mut inputs = state.clone();
-        let ids = tokens[past..past + n].to_vec();
-        inputs.insert("tokens".into(), Tensor::i32(vec![n], ids).unwrap());
-        let opts = EvalOptions {
-            sizes: [("past".to_string(), past as i64)].into(),
-            ..EvalOptions::default()
-        };
-        let res = eval_with(g, &inputs, w, &opts).unwrap();
-        for (k, v) in &res {
-            if state.contains_key(k) {
-                state.insert(k.clone(), v.clone());
-            }
-        }
-        out.push(res);
-        past += n;
-    }
-    out
-}
-
 fn attentions(g: &Graph) -> Vec<kiln_ir::attention::AttentionOp> {
     g.node_ids()
         .filter_map(|n| match &g.node(n).op {
@@ -195,8 +149,8 @@ fn llama_attention_reads_its_kv_cache_in_place() {
         // token-major cache as the head-major copy it replaces).
         let w = llama::random_weights(&cfg, 11);
         let tokens: Vec<i32> = (0..12).map(|i| (i * 53 + 7) % 256).collect();
-        let want = decode(&before, &w, &tokens, 7, 16);
-        let got = decode(&after, &w, &tokens, 7, 16);
+        let want = decode_calls(&before, &w, &tokens, 7, 16);
+        let got = decode_calls(&after, &w, &tokens, 7, 16);
         for (step, (g, w)) in got.iter().zip(&want).enumerate() {
             for (name, t) in w {
                 compare(&g[name], t, true).unwrap_or_else(|m| {

@@ -8,7 +8,6 @@
 mod common;
 
 use common::models::Decoder;
-use kiln_ir::interp::{eval_with, EvalOptions};
 use kiln_ir::saq::{SaqLayout, SaqSpec};
 use kiln_ir::tensor::rel_l2;
 use kiln_ir::{DType, Graph, Tensor};
@@ -97,19 +96,6 @@ fn llama_caches_become_saq_states() {
     assert_eq!(count(&kernels, "saq_attention"), 2);
 }
 
-fn run(
-    g: &Graph,
-    w: &BTreeMap<String, Tensor>,
-    inputs: BTreeMap<String, Tensor>,
-    past: usize,
-) -> BTreeMap<String, Tensor> {
-    let opts = EvalOptions {
-        sizes: [("past".to_string(), past as i64)].into(),
-        ..EvalOptions::default()
-    };
-    eval_with(g, &inputs, w, &opts).unwrap()
-}
-
 /// Logits of `tokens`: one prefill of `prefill` tokens, then token by
 /// token; the states kept between calls.
 fn logits(
@@ -119,35 +105,11 @@ fn logits(
     prefill: usize,
     ctx: usize,
 ) -> Vec<Vec<f64>> {
-    let mut state: BTreeMap<String, Tensor> = g
-        .input_names()
-        .zip(g.input_types())
-        .filter(|(n, _)| *n != "tokens")
-        .map(|(n, t)| {
-            let b = [("ctx".to_string(), ctx as i64)].into();
-            (
-                n.to_string(),
-                Tensor::zeros(t.dtype, t.eval_shape(&b).unwrap()),
-            )
-        })
-        .collect();
     let mut out = Vec::new();
-    let mut past = 0;
-    let mut steps = vec![prefill];
-    steps.extend(vec![1; tokens.len() - prefill]);
-    for n in steps {
-        let mut inputs = state.clone();
-        let ids = tokens[past..past + n].to_vec();
-        inputs.insert("tokens".into(), Tensor::i32(vec![n], ids).unwrap());
-        let mut res = run(g, w, inputs, past);
-        let l = res.remove("logits").unwrap().to_f64_vec();
-        res.remove("last_logits");
-        let vocab = l.len() / n;
+    for res in common::decode_calls(g, w, tokens, prefill, ctx) {
+        let l = res["logits"].to_f64_vec();
+        let vocab = res["logits"].shape[1];
         out.extend(l.chunks(vocab).map(|c| c.to_vec()));
-        for (k, v) in res {
-            state.insert(k, v);
-        }
-        past += n;
     }
     out
 }

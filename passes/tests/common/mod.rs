@@ -4,7 +4,7 @@
 
 pub mod models;
 
-use kiln_ir::interp::{eval, InterpError};
+use kiln_ir::interp::{eval, eval_with, EvalOptions, InterpError};
 use kiln_ir::tensor::rel_l2;
 use kiln_ir::{Bindings, DType, Dim, Graph, Literal, Op, Tensor, TensorType, Value};
 use rand::rngs::StdRng;
@@ -257,4 +257,50 @@ pub fn perm(rng: &mut StdRng, n: usize) -> Vec<usize> {
         p.swap(i, j);
     }
     p
+}
+
+/// Every output of each call of a decoder `g` (input `tokens`, every other
+/// input a state aliased by an output of its name, explicit size `past`)
+/// over `tokens`: a prefill of `prefill` tokens, then one token per call,
+/// the states (zeros of capacity `ctx` at first) carried between calls.
+pub fn decode_calls(
+    g: &Graph,
+    w: &BTreeMap<String, Tensor>,
+    tokens: &[i32],
+    prefill: usize,
+    ctx: usize,
+) -> Vec<BTreeMap<String, Tensor>> {
+    let b = [("ctx".to_string(), ctx as i64)].into();
+    let mut state: BTreeMap<String, Tensor> = g
+        .input_names()
+        .zip(g.input_types())
+        .filter(|(n, _)| *n != "tokens")
+        .map(|(n, t)| {
+            (
+                n.to_string(),
+                Tensor::zeros(t.dtype, t.eval_shape(&b).unwrap()),
+            )
+        })
+        .collect();
+    let mut steps = vec![prefill];
+    steps.extend(vec![1; tokens.len() - prefill]);
+    let (mut past, mut out) = (0, Vec::new());
+    for n in steps {
+        let mut inputs = state.clone();
+        let ids = tokens[past..past + n].to_vec();
+        inputs.insert("tokens".into(), Tensor::i32(vec![n], ids).unwrap());
+        let opts = EvalOptions {
+            sizes: [("past".to_string(), past as i64)].into(),
+            ..EvalOptions::default()
+        };
+        let res = eval_with(g, &inputs, w, &opts).unwrap();
+        for (k, v) in &res {
+            if state.contains_key(k) {
+                state.insert(k.clone(), v.clone());
+            }
+        }
+        out.push(res);
+        past += n;
+    }
+    out
 }
