@@ -4,7 +4,7 @@
 //! heads, a KV cache of `past` tokens (bound at run time) as the causal
 //! offset, harmonic slopes, element-wise work around the kernels.
 
-use kiln::{jit, CompileOptions};
+use kiln::{jit, CompileOptions, Executable};
 use kiln_ir::attention::{AttentionOp, PrFlashOp};
 use kiln_ir::dsl::ModelBuilder;
 use kiln_ir::interp::{eval_with, EvalOptions};
@@ -57,6 +57,24 @@ fn random(shape: Vec<usize>, rng: &mut impl Rng) -> Tensor {
     Tensor::f32(shape, x).unwrap()
 }
 
+/// The compiled run's outputs and the interpreter's, on `inputs` with the
+/// cache holding `past` tokens.
+fn compiled_and_interpreted(
+    exe: &mut Executable,
+    g: &Graph,
+    inputs: &BTreeMap<String, Tensor>,
+    past: usize,
+) -> (BTreeMap<String, Tensor>, BTreeMap<String, Tensor>) {
+    let sizes: Bindings = [("past".to_string(), past as i64)].into();
+    let got = exe.run_with(inputs, &sizes).unwrap();
+    let opts = EvalOptions {
+        sizes,
+        ..EvalOptions::default()
+    };
+    let want = eval_with(g, inputs, &BTreeMap::new(), &opts).unwrap();
+    (got, want)
+}
+
 #[test]
 fn attention_kernels_compiled_match_interpreter() {
     let g = graph();
@@ -79,13 +97,7 @@ fn attention_kernels_compiled_match_interpreter() {
                 random(vec![2, 1, past + seq, 32], &mut rng),
             ),
         ]);
-        let sizes: Bindings = [("past".to_string(), past as i64)].into();
-        let got = exe.run_with(&inputs, &sizes).unwrap();
-        let opts = EvalOptions {
-            sizes: sizes.clone(),
-            ..EvalOptions::default()
-        };
-        let want = eval_with(&g, &inputs, &weights, &opts).unwrap();
+        let (got, want) = compiled_and_interpreted(&mut exe, &g, &inputs, past);
         for name in ["exact", "sparse"] {
             let (a, b) = (&got[name], &want[name]);
             assert_eq!(a.shape, vec![2, 2, seq, 32]);
@@ -133,13 +145,7 @@ fn token_major_attention_reads_the_cache_in_place_within_its_rows() {
     };
     for (seq, past) in [(1usize, 0usize), (1, 70), (9, 0), (23, 41), (1, 79)] {
         let ins = inputs(seq, &mut rng);
-        let sizes: Bindings = [("past".to_string(), past as i64)].into();
-        let got = exe.run_with(&ins, &sizes).unwrap();
-        let opts = EvalOptions {
-            sizes: sizes.clone(),
-            ..EvalOptions::default()
-        };
-        let want = eval_with(&g, &ins, &weights, &opts).unwrap();
+        let (got, want) = compiled_and_interpreted(&mut exe, &g, &ins, past);
         let e = rel_l2(&got["out"].to_f64_vec(), &want["out"].to_f64_vec());
         assert!(e < 1e-5, "seq={seq} past={past}: rel L2 {e:e}");
     }
