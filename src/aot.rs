@@ -234,6 +234,8 @@ fn options_text(passes: &PassOptions) -> BTreeMap<String, String> {
         Some(s) => s.to_string(),
     };
     o.insert("kv_cache".into(), kv);
+    let weights = passes.weights.map_or("f32".to_string(), |d| d.to_string());
+    o.insert("weights".into(), weights);
     let target = match passes.target {
         CostTarget::Cpu => "cpu",
         CostTarget::Gpu => "gpu",

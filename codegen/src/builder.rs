@@ -22,6 +22,12 @@ pub enum Ty {
     Ptr,
     /// `vector<N x f32>`.
     VF32(u32),
+    /// `vector<N x f16>`: only as a conversion's source.
+    VF16(u32),
+    /// `vector<N x i16>`: raw `f16`/`bf16` bits as loaded.
+    VI16(u32),
+    /// `vector<N x i32>`.
+    VI32(u32),
 }
 
 impl Ty {
@@ -32,7 +38,8 @@ impl Ty {
             Ty::I16 => 16,
             Ty::I32 | Ty::F32 => 32,
             Ty::I64 | Ty::F64 | Ty::Index | Ty::Ptr => 64,
-            Ty::VF32(n) => 32 * n,
+            Ty::VF32(n) | Ty::VI32(n) => 32 * n,
+            Ty::VF16(n) | Ty::VI16(n) => 16 * n,
         }
     }
 }
@@ -50,6 +57,9 @@ impl fmt::Display for Ty {
             Ty::Index => f.write_str("index"),
             Ty::Ptr => f.write_str("!llvm.ptr"),
             Ty::VF32(n) => write!(f, "vector<{n}xf32>"),
+            Ty::VF16(n) => write!(f, "vector<{n}xf16>"),
+            Ty::VI16(n) => write!(f, "vector<{n}xi16>"),
+            Ty::VI32(n) => write!(f, "vector<{n}xi32>"),
         }
     }
 }

@@ -75,11 +75,13 @@ pub fn emit_matmul(
     target: EmitTarget,
 ) -> R<(KernelFn, Grid, u32)> {
     let dt = a.dtype;
-    if dt == DType::Bool || b.dtype != dt {
+    // A weight stored narrow: f32 A, f16/bf16 B, widened as loaded.
+    let widened = dt == DType::F32 && matches!(b.dtype, DType::F16 | DType::BF16);
+    if dt == DType::Bool || (b.dtype != dt && !widened) {
         return Err(CodegenError::UnsupportedDType {
             kernel: name.to_string(),
             op: "matmul".into(),
-            dtype: dt,
+            dtype: if dt == DType::Bool { dt } else { b.dtype },
         });
     }
     let s = shapes(name, a, b, b_transposed)?;
@@ -113,14 +115,14 @@ pub fn emit_matmul(
         } else {
             BlockOrder::RowsThenColumns
         };
-        let t = tile_setup(cx, &s, tm, tn, b_transposed, order, block)?;
+        let t = tile_setup(cx, &s, tm, tn, (b_transposed, b.dtype), order, block)?;
         if target.gpu {
             gpu_tile(cx, &t, dt)
         } else if cpu_nt {
             crate::matmul_nt::cpu_tile(cx, &t)
         } else if b_transposed {
             scalar_tile(cx, &t, dt)
-        } else if dt == DType::F32 {
+        } else if dt == DType::F32 && b.dtype == DType::F32 {
             let end = cx.b.add(t.j0, t.tnv);
             let full = cx.b.cmpi("sle", end, t.n);
             if_else(
@@ -160,6 +162,8 @@ pub(crate) struct Tile {
     pub tnv: V,
     /// B is `[n, k]` (`matmul_t`).
     pub b_transposed: bool,
+    /// B's dtype: A's, or `f16`/`bf16` under an `f32` A (widened as loaded).
+    pub b_dtype: DType,
 }
 
 /// Which tile a block number names, within one batch.
@@ -180,7 +184,7 @@ fn tile_setup(
     s: &Shapes,
     tm: i64,
     tn: i64,
-    b_transposed: bool,
+    (b_transposed, b_dtype): (bool, DType),
     order: BlockOrder,
     block: V,
 ) -> R<Tile> {
@@ -244,6 +248,7 @@ fn tile_setup(
         tn,
         tnv,
         b_transposed,
+        b_dtype,
     })
 }
 
@@ -382,7 +387,7 @@ fn scalar_tile(cx: &mut Ctx, t: &Tile, dt: DType) -> R<()> {
                 let ai = cx.b.add(arow, kk);
                 let a = scalar::load(&mut cx.b, pa, ai, dt);
                 let bi = b_index(cx, t, kk, j);
-                let bv = scalar::load(&mut cx.b, pb, bi, dt);
+                let bv = scalar::load(&mut cx.b, pb, bi, t.b_dtype);
                 Ok(vec![mac(cx, dt, acc[0], a, bv)])
             })?;
             let row = cx.b.mul(i, t.n);
@@ -436,7 +441,7 @@ fn gpu_tile(cx: &mut Ctx, t: &Tile, dt: DType) -> R<()> {
     let (pa, pb, pc) = (cx.bufs[0], cx.bufs[1], cx.bufs[2]);
     let accs = for_loop(cx, z, t.k, one, &inits, |cx, kk, acc| {
         let bi = b_index(cx, t, kk, jc);
-        let bv = scalar::load(&mut cx.b, pb, bi, dt);
+        let bv = scalar::load(&mut cx.b, pb, bi, t.b_dtype);
         let mut next = Vec::new();
         for (r, &ar) in a_rows.iter().enumerate() {
             let ai = cx.b.add(ar, kk);

@@ -18,6 +18,8 @@
 use crate::builder::{for_loop, if_else, if_then, Ty, R, V};
 use crate::ctx::Ctx;
 use crate::matmul::{clamped_row, BlockOrder, Tile};
+use crate::scalar;
+use kiln_ir::DType;
 
 /// Rows of A per tile.
 pub(crate) const TM: i64 = 6;
@@ -84,7 +86,7 @@ fn gemv_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
                     let off = cx.b.i64c(u as i64 * VW);
                     let ku = cx.b.add(kk, off);
                     let a = vload(cx, pa, a_row, ku);
-                    let b = vload(cx, pb, b_row, ku);
+                    let b = vload_b(cx, t, pb, b_row, ku);
                     next.push(cx.b.pure(vty, format!("math.fma {a}, {b}, {s} : {vty}")));
                 }
                 Ok(next)
@@ -102,8 +104,7 @@ fn gemv_tile(cx: &mut Ctx, t: &Tile) -> R<()> {
                 let p = cx.b.gep(pa, ai, Ty::F32);
                 let a = cx.b.load(p, Ty::F32);
                 let bi = cx.b.add(b_row, kk);
-                let p = cx.b.gep(pb, bi, Ty::F32);
-                let b = cx.b.load(p, Ty::F32);
+                let b = scalar::load(&mut cx.b, pb, bi, t.b_dtype);
                 let s = acc[0];
                 Ok(vec![cx
                     .b
@@ -150,7 +151,7 @@ fn tile(cx: &mut Ctx, t: &Tile) -> R<()> {
     let inits = vec![zero; a_rows.len() * b_rows.len()];
     let accs = for_loop(cx, z, k_vec, step, &inits, |cx, kk, acc| {
         let av: Vec<V> = a_rows.iter().map(|&r| vload(cx, pa, r, kk)).collect();
-        let bv: Vec<V> = b_rows.iter().map(|&r| vload(cx, pb, r, kk)).collect();
+        let bv: Vec<V> = b_rows.iter().map(|&r| vload_b(cx, t, pb, r, kk)).collect();
         let mut next = Vec::with_capacity(acc.len());
         for (r, a) in av.iter().enumerate() {
             for (c, b) in bv.iter().enumerate() {
@@ -172,13 +173,15 @@ fn tile(cx: &mut Ctx, t: &Tile) -> R<()> {
     // The last products, one at a time.
     let one = cx.b.i64c(1);
     let sums = for_loop(cx, k_vec, t.k, one, &sums, |cx, kk, acc| {
-        let load = |cx: &mut Ctx, ptr: V, base: V| {
+        let load = |cx: &mut Ctx, ptr: V, base: V, dt: DType| {
             let i = cx.b.add(base, kk);
-            let p = cx.b.gep(ptr, i, Ty::F32);
-            cx.b.load(p, Ty::F32)
+            scalar::load(&mut cx.b, ptr, i, dt)
         };
-        let av: Vec<V> = a_rows.iter().map(|&r| load(cx, pa, r)).collect();
-        let bv: Vec<V> = b_rows.iter().map(|&r| load(cx, pb, r)).collect();
+        let av: Vec<V> = a_rows
+            .iter()
+            .map(|&r| load(cx, pa, r, DType::F32))
+            .collect();
+        let bv: Vec<V> = b_rows.iter().map(|&r| load(cx, pb, r, t.b_dtype)).collect();
         let mut next = Vec::with_capacity(acc.len());
         for (r, a) in av.iter().enumerate() {
             for (c, b) in bv.iter().enumerate() {
@@ -222,4 +225,40 @@ fn vload(cx: &mut Ctx, ptr: V, base: V, k: V) -> V {
         vty,
         &format!("llvm.load {p} {{alignment = 4 : i64}} : !llvm.ptr -> {vty}"),
     )
+}
+
+/// `vector<16xf32>` of B at element `base + k`: B's own f32 values, or its
+/// `f16`/`bf16` bits widened (exact) — a weight stored narrow streams half
+/// the bytes. `bf16` is the high half of an f32, so two integer ops widen
+/// it; `f16` takes one conversion (`vcvtph2ps` on x86).
+fn vload_b(cx: &mut Ctx, t: &Tile, ptr: V, base: V, k: V) -> V {
+    let vty = Ty::VF32(VW as u32);
+    let raw_ty = Ty::VI16(VW as u32);
+    let load_raw = |cx: &mut Ctx| {
+        let i = cx.b.add(base, k);
+        let p = cx.b.gep(ptr, i, Ty::I16);
+        cx.b.op(
+            raw_ty,
+            &format!("llvm.load {p} {{alignment = 2 : i64}} : !llvm.ptr -> {raw_ty}"),
+        )
+    };
+    match t.b_dtype {
+        DType::BF16 => {
+            let raw = load_raw(cx);
+            let wide_ty = Ty::VI32(VW as u32);
+            let wide = cx.b.conv("arith.extui", raw, wide_ty);
+            let sixteen = cx
+                .b
+                .in_prologue(|b| b.pure(wide_ty, format!("arith.constant dense<16> : {wide_ty}")));
+            let bits =
+                cx.b.pure(wide_ty, format!("arith.shli {wide}, {sixteen} : {wide_ty}"));
+            cx.b.conv("arith.bitcast", bits, vty)
+        }
+        DType::F16 => {
+            let raw = load_raw(cx);
+            let half = cx.b.conv("arith.bitcast", raw, Ty::VF16(VW as u32));
+            cx.b.conv("arith.extf", half, vty)
+        }
+        _ => vload(cx, ptr, base, k),
+    }
 }

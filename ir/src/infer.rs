@@ -334,7 +334,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, TypeErr
         Op::MatMul | Op::MatMulT => {
             arity(op, inputs, 2)?;
             let (a, b) = (inputs[0], inputs[1]);
-            if a.dtype != b.dtype {
+            // Narrow stored weights: an f32 product of a widened f16/bf16 operand.
+            let widened = a.dtype == DType::F32 && matches!(b.dtype, DType::F16 | DType::BF16);
+            if a.dtype != b.dtype && !widened {
                 return err(
                     op,
                     format!("operand dtypes differ: {} and {}", a.dtype, b.dtype),

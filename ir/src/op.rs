@@ -182,6 +182,11 @@ pub enum Op {
         axis: usize,
     },
     /// `[.., m, k] x [.., k, n] -> [.., m, n]`, batch dims broadcast.
+    ///
+    /// Both operands have one dtype, except an `f32` left operand with an
+    /// `f16`/`bf16` right one (weights stored narrow): the right operand is
+    /// widened to `f32` (exact) and the product is `f32`, as if it were
+    /// `cast(b, f32)` — the same for [`Op::MatMulT`].
     MatMul,
     /// `[.., m, k] x [.., n, k] -> [.., m, n]`: `a @ bᵀ`, batch dims broadcast.
     /// A linear layer with its weight as stored (`[out, in]`): both operands

@@ -172,3 +172,45 @@ fn matmul_of_a_small_model_layer_is_fast() {
         assert!((g[i * 1024 + j] - want).abs() <= want.abs() * 1.2e-7 + 1e-30);
     }
 }
+
+/// A weight stored narrow (`f16`/`bf16` right operand, `f32` left): the
+/// product is f32 and equals the matmul of the widened weight bit for bit,
+/// for `matmul` and `matmul_t`. Other mixed pairs stay type errors.
+#[test]
+fn narrow_right_operand_is_widened_exactly() {
+    use kiln_ir::Op;
+    for narrow in [DType::F16, DType::BF16] {
+        for op in [Op::MatMul, Op::MatMulT] {
+            let mut r = rng(70);
+            let mut b = B::new("mixed");
+            let x = b.input("a", f32t(&["3", "8"]));
+            let w = b.input("w", ty(narrow, &["8", "8"]));
+            let mixed = b.op(op.clone(), &[x, w]);
+            let wide = b.op(Op::Cast(DType::F32), &[w]);
+            let plain = b.op(op.clone(), &[x, wide]);
+            b.out("mixed", mixed);
+            b.out("plain", plain);
+            let (ta, _) = rand_f32(&mut r, &[3, 8], -1.0, 1.0);
+            let tw =
+                Tensor::from_f64(narrow, vec![8, 8], &rand_vals(&mut r, 64, -1.0, 1.0)).unwrap();
+            let got =
+                eval_positional(&b.g, &[ta, tw], &no_params(), &EvalOptions::default()).unwrap();
+            assert_eq!(got[0].dtype(), DType::F32, "{narrow} {op:?}");
+            assert_eq!(got[0], got[1], "{narrow} {op:?}");
+        }
+    }
+    for (a, w) in [
+        (DType::F16, DType::F32),
+        (DType::BF16, DType::F16),
+        (DType::F32, DType::I32),
+    ] {
+        let mut b = B::new("bad");
+        let x = b.input("a", ty(a, &["2", "2"]));
+        let y = b.input("w", ty(w, &["2", "2"]));
+        let e = b.g.add(Op::MatMul, &[x, y]).unwrap_err();
+        assert!(
+            e.to_string().contains("operand dtypes differ"),
+            "{a} x {w}: {e}"
+        );
+    }
+}

@@ -70,6 +70,9 @@ pub enum PassError {
     /// cannot rewrite.
     #[error("the `saq` pass (--kv-cache): {problem}")]
     Saq { problem: String },
+    /// A [`crate::PassOptions`] value the pass cannot honour.
+    #[error("pass `{pass}`: {problem}")]
+    BadOption { pass: &'static str, problem: String },
     /// Writing a dump file failed.
     #[error("cannot write the dump file {path}: {source}")]
     Dump {

@@ -48,6 +48,7 @@ pub mod lang;
 pub mod layout;
 pub mod lossy;
 pub mod manager;
+pub mod narrow;
 pub mod options;
 pub mod provenance;
 pub mod regions;

@@ -6,6 +6,8 @@
 //!   without a bias operand or harmonic slopes becomes `prflash_attention`
 //!   (probabilistic block-sparse, see `kiln_ir::attention`). Attention with a
 //!   bias or slopes stays exact: the sparse kernel has neither.
+//! - **Narrow weight storage** ([`PassOptions::weights`], see
+//!   [`crate::narrow`]): linear layers read their weights as `f16`/`bf16`.
 
 use crate::error::PassError;
 use crate::manager::Pass;
@@ -109,57 +111,70 @@ impl Pass for Lossy {
         "lossy"
     }
     fn description(&self) -> &'static str {
-        "opt-in lossy transforms (PrFlashAttention); nothing unless requested"
+        "opt-in lossy transforms (PrFlashAttention, narrow weight storage); nothing unless requested"
     }
     fn run_with_detail(
         &self,
         mut graph: Graph,
         opts: &PassOptions,
     ) -> Result<(Graph, String), PassError> {
-        let Some(cfg) = &opts.prflash else {
-            return Ok((graph, "none requested".into()));
-        };
-        let (mut done, mut kept) = (0, 0);
-        let ids: Vec<_> = graph.node_ids().collect();
-        for n in ids {
-            let Op::Attention(a) = &graph.node(n).op else {
-                continue;
-            };
-            if !a.causal || a.bias || !a.slopes.is_empty() || a.kv_len.is_some() {
-                kept += 1;
-                continue;
-            }
-            let op = Op::PrFlash(PrFlashOp {
-                scale: a.scale,
-                offset: a.offset.clone(),
-                block: cfg.block,
-                c: F64Bits(cfg.c),
-                seed: cfg.seed,
-                per_head: cfg.per_head,
-            });
-            let rebuild = |source| PassError::Rebuild {
-                pass: "lossy",
-                source,
-            };
-            let operands = graph.operands(n);
-            let loc = graph.node(n).loc.clone();
-            let new = graph.add_node(op, &operands).map_err(rebuild)?;
-            graph.set_loc(new, loc);
-            graph
-                .replace_uses(Value::new(n, 0), Value::new(new, 0))
-                .map_err(rebuild)?;
-            graph.remove_node(n).map_err(rebuild)?;
-            done += 1;
+        let mut said = Vec::new();
+        if let Some(cfg) = &opts.prflash {
+            said.push(prflash(&mut graph, cfg)?);
         }
-        Ok((
-            graph,
-            format!(
-                "prflash (block {}, c {}, seed {}, {}): {done} attention(s) made block-sparse, {kept} left exact (not causal, or with a bias or slopes)",
-                cfg.block,
-                cfg.c,
-                cfg.seed,
-                if cfg.per_head { "per head" } else { "shared" }
-            ),
-        ))
+        if let Some(to) = opts.weights {
+            let n = crate::narrow::narrow_weights(&mut graph, to)?;
+            said.push(format!(
+                "weights stored as {to}: {} weight(s) cast, read by {} matmul(s)",
+                n.weights, n.matmuls
+            ));
+        }
+        if said.is_empty() {
+            said.push("none requested".into());
+        }
+        Ok((graph, said.join("; ")))
     }
+}
+
+/// Every causal attention without a bias or slopes becomes PrFlashAttention.
+fn prflash(graph: &mut Graph, cfg: &PrFlashConfig) -> Result<String, PassError> {
+    let (mut done, mut kept) = (0, 0);
+    let ids: Vec<_> = graph.node_ids().collect();
+    for n in ids {
+        let Op::Attention(a) = &graph.node(n).op else {
+            continue;
+        };
+        if !a.causal || a.bias || !a.slopes.is_empty() || a.kv_len.is_some() {
+            kept += 1;
+            continue;
+        }
+        let op = Op::PrFlash(PrFlashOp {
+            scale: a.scale,
+            offset: a.offset.clone(),
+            block: cfg.block,
+            c: F64Bits(cfg.c),
+            seed: cfg.seed,
+            per_head: cfg.per_head,
+        });
+        let rebuild = |source| PassError::Rebuild {
+            pass: "lossy",
+            source,
+        };
+        let operands = graph.operands(n);
+        let loc = graph.node(n).loc.clone();
+        let new = graph.add_node(op, &operands).map_err(rebuild)?;
+        graph.set_loc(new, loc);
+        graph
+            .replace_uses(Value::new(n, 0), Value::new(new, 0))
+            .map_err(rebuild)?;
+        graph.remove_node(n).map_err(rebuild)?;
+        done += 1;
+    }
+    Ok(format!(
+        "prflash (block {}, c {}, seed {}, {}): {done} attention(s) made block-sparse, {kept} left exact (not causal, or with a bias or slopes)",
+        cfg.block,
+        cfg.c,
+        cfg.seed,
+        if cfg.per_head { "per head" } else { "shared" }
+    ))
 }

@@ -37,6 +37,11 @@ struct Cli {
     /// size S, group size G; omitted parts take these defaults; DESIGN.md §4).
     #[arg(long, global = true, value_name = "CACHE", default_value = "f32", value_parser = parse_kv_cache)]
     kv_cache: KvCacheMode,
+    /// Linear layers' weight storage: `f32` (as declared), or the opt-in,
+    /// lossy `bf16` / `f16` (each f32 weight rounded once at load, read with
+    /// f32 accumulation: half the bytes a decode step streams).
+    #[arg(long, global = true, value_name = "DTYPE", default_value = "f32", value_parser = parse_weights)]
+    weights: WeightsArg,
     /// The machine to compile for: `cpu`, or `gpu` (also spelled `cuda`;
     /// launches dear: long scans become `linear_scan`). It sets the
     /// optimizer's cost model, and what `kiln compile` emits (a CPU shared
@@ -88,6 +93,18 @@ fn parse_target(s: &str) -> Result<CostTargetArg, String> {
     }
 }
 
+#[derive(Clone, Copy, Debug)]
+struct WeightsArg(Option<kiln_ir::DType>);
+
+fn parse_weights(s: &str) -> Result<WeightsArg, String> {
+    match s {
+        "f32" => Ok(WeightsArg(None)),
+        "bf16" => Ok(WeightsArg(Some(kiln_ir::DType::BF16))),
+        "f16" => Ok(WeightsArg(Some(kiln_ir::DType::F16))),
+        _ => Err(format!("unknown weight storage `{s}` (f32, bf16 or f16)")),
+    }
+}
+
 #[derive(Clone, Debug)]
 struct KvCacheMode(Option<kiln_ir::saq::SaqSpec>);
 
@@ -113,6 +130,7 @@ pub fn main() -> anyhow::Result<()> {
     }
     passes.prflash = cli.attention.0.clone();
     passes.kv_cache = cli.kv_cache.0.clone();
+    passes.weights = cli.weights.0;
     passes.target = cli.target.0;
     match cli.command {
         Command::Models => {

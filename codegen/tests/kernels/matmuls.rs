@@ -100,3 +100,56 @@ fn matmul_t_sizes_batches_dtypes() {
         check(&m, k, &bs, tol, 3000 + i as u64);
     }
 }
+
+/// Weights stored narrow: an f32 A with an `f16`/`bf16` B, widened as it is
+/// loaded (f32 accumulation), against the interpreter's widened product.
+/// `matmul_t` covers the CPU tile's vector loads in both the one-row and
+/// the full variant with `k` tails and partial tiles; `matmul` takes the
+/// scalar path. Tolerance is f32's: the narrow values are exact in f32.
+#[test]
+fn matmul_of_a_narrow_weight_widens_it() {
+    let mut ks = Vec::new();
+    for (d, tag) in [(DType::BF16, "bf16"), (DType::F16, "f16")] {
+        let mixed = |name: String, op: Op, a: &[&str], b: &[&str]| {
+            spec(&name, op, vec![ty(DType::F32, a), ty(d, b)])
+        };
+        ks.push(mixed(
+            format!("nt_{tag}_k768"),
+            Op::MatMulT,
+            &["seq", "768"],
+            &["70", "768"],
+        ));
+        ks.push(mixed(
+            format!("nt_{tag}_k37"),
+            Op::MatMulT,
+            &["seq", "37"],
+            &["9", "37"],
+        ));
+        ks.push(mixed(
+            format!("nt_{tag}_k7"),
+            Op::MatMulT,
+            &["seq", "7"],
+            &["5", "7"],
+        ));
+        ks.push(mixed(
+            format!("nt_{tag}_batch"),
+            Op::MatMulT,
+            &["2", "seq", "24"],
+            &["2", "13", "24"],
+        ));
+        ks.push(mixed(
+            format!("mm_{tag}"),
+            Op::MatMul,
+            &["seq", "24"],
+            &["24", "64"],
+        ));
+    }
+    let m = compile_cpu(&ks, &["seq".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    let bs: Vec<Bindings> = [1, 2, 7, 65]
+        .iter()
+        .map(|&s| bindings(&[("seq", s)]))
+        .collect();
+    for (i, k) in ks.iter().enumerate() {
+        check(&m, k, &bs, 1e-5, 3500 + i as u64);
+    }
+}

@@ -109,7 +109,7 @@ impl CpuExecutor {
             launches.push(launch);
         }
         let mut program = Program::compile(&plan, &launches)?;
-        let mut resident = load::resident(&plan, params)?;
+        let mut resident = load::resident(&plan, &program, params)?;
         let threads = if opts.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -134,6 +134,7 @@ impl CpuExecutor {
             &plan,
             &mut program,
             &mut resident,
+            params,
             &mut machine,
             &kernels_ref,
         )?;

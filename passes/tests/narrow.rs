@@ -1,0 +1,219 @@
+//! Narrow weight storage (`PassOptions::weights`, in the `lossy` pass):
+//! which matmuls read their weight as `f16`/`bf16`, that the rewritten graph
+//! computes exactly what the original computes on weights rounded to that
+//! dtype (the only change is the weights' one rounding), and that the whole
+//! CPU pipeline on Llama ends with every linear layer a `matmul_t` of a
+//! narrow weight whose cast runs at load.
+
+mod common;
+
+use common::*;
+use kiln_ir::{shape, DType, Graph, Op, Tensor};
+use kiln_models::llama;
+use kiln_passes::lossy::Lossy;
+use kiln_passes::{CostTarget, Pass, PassError, PassManager, PassOptions};
+use std::collections::BTreeMap;
+
+fn count(g: &Graph, name: &str) -> usize {
+    g.node_ids()
+        .filter(|&n| g.node(n).op.name() == name)
+        .count()
+}
+
+fn narrowed(to: DType) -> PassOptions {
+    PassOptions {
+        weights: Some(to),
+        ..PassOptions::default()
+    }
+}
+
+/// `params` with the f32 tensors named by `pick` rounded to `to` (and kept f32).
+fn rounded(
+    params: &BTreeMap<String, Tensor>,
+    to: DType,
+    pick: impl Fn(&str) -> bool,
+) -> BTreeMap<String, Tensor> {
+    params
+        .iter()
+        .map(|(n, t)| {
+            let t = if t.dtype() == DType::F32 && pick(n) {
+                let r = Tensor::from_f64(to, t.shape.clone(), &t.to_f64_vec()).unwrap();
+                Tensor::from_f64(DType::F32, t.shape.clone(), &r.to_f64_vec()).unwrap()
+            } else {
+                t.clone()
+            };
+            (n.clone(), t)
+        })
+        .collect()
+}
+
+/// A linear layer through a transpose; a weight read through reshape and
+/// slice by one matmul and by a gather; one weight read by two matmuls
+/// (cast once); an activation product, an f16 layer and an f32 weight under
+/// an f16 activation (all three left alone).
+fn graph() -> Graph {
+    let mut g = G::new("narrow");
+    let x = g.input(DType::F32, shape!["seq", 8]);
+    let w = g.param("w", DType::F32, shape![5, 8]);
+    let wt = g.op(Op::Permute { perm: vec![1, 0] }, &[w]);
+    let y = g.op(Op::MatMul, &[x, wt]);
+    g.out(y);
+    let e = g.param("e", DType::F32, shape![2, 6, 8]);
+    let e2 = g.op(
+        Op::Reshape {
+            shape: shape![12, 8],
+        },
+        &[e],
+    );
+    let e3 = g.op(
+        Op::Slice {
+            axis: 0,
+            start: 2.into(),
+            end: 9.into(),
+        },
+        &[e2],
+    );
+    let z = g.op(Op::MatMulT, &[x, e3]);
+    g.out(z);
+    let ids = g.input(DType::I32, shape!["seq"]);
+    let rows = g.op(Op::Gather { axis: 0 }, &[e2, ids]);
+    g.out(rows);
+    let x3 = g.input(DType::F32, shape!["seq", 8]);
+    let z2 = g.op(Op::MatMulT, &[x3, e3]);
+    g.out(z2);
+    let x2 = g.input(DType::F32, shape![8, "seq"]);
+    let act = g.op(Op::MatMul, &[x, x2]);
+    g.out(act);
+    let h = g.input(DType::F16, shape!["seq", 8]);
+    let wh = g.param("wh", DType::F16, shape![3, 8]);
+    let yh = g.op(Op::MatMulT, &[h, wh]);
+    g.out(yh);
+    let h2 = g.op(Op::Cast(DType::F16), &[w]);
+    let yh2 = g.op(Op::MatMulT, &[h, h2]);
+    g.out(yh2);
+    g.finish()
+}
+
+#[test]
+fn matmuls_of_f32_weights_read_them_narrow() {
+    for to in [DType::BF16, DType::F16] {
+        let g = graph();
+        let (out, detail) = Lossy.run_with_detail(g.clone(), &narrowed(to)).unwrap();
+        kiln_ir::verify(&out).unwrap();
+        assert!(
+            detail.contains(&format!(
+                "weights stored as {to}: 2 weight(s) cast, read by 3 matmul(s)"
+            )),
+            "{detail}"
+        );
+        let narrow_b = out
+            .node_ids()
+            .filter(|&n| matches!(out.node(n).op, Op::MatMul | Op::MatMulT))
+            .filter(|&n| {
+                let [a, b] = out.operands(n)[..] else {
+                    panic!()
+                };
+                out.ty(a).dtype == DType::F32 && out.ty(b).dtype == to
+            })
+            .count();
+        assert_eq!(narrow_b, 3, "{out}");
+        // Two matmuls of one moved weight share its cast and its moves.
+        assert_eq!(count(&out, "slice"), 2, "{out}");
+        assert_eq!(count(&out, "cast"), 3, "{out}");
+        // Exactly the original graph on rounded weights, every output (the
+        // gather still reads the f32 weight: compare it to the original).
+        let mut rng = rng(5);
+        for _ in 0..4 {
+            let (mut inputs, params) = random_env(&g, &mut rng);
+            // The gather's indices (input x2), in range.
+            let seq = inputs["x1"].shape[0];
+            let ids = (0..seq).map(|i| (i * 5 % 12) as i32).collect();
+            inputs.insert("x2".into(), Tensor::i32(vec![seq], ids).unwrap());
+            let got = run(&out, &inputs, &params).unwrap();
+            let want = run(&g, &inputs, &rounded(&params, to, |n| n == "w" || n == "e")).unwrap();
+            let plain = run(&g, &inputs, &params).unwrap();
+            for (name, t) in &got {
+                let w = if ["y3", "y5", "y6", "y7"].contains(&name.as_str()) {
+                    &plain[name]
+                } else {
+                    &want[name]
+                };
+                compare(t, w, true).unwrap_or_else(|m| panic!("{to} {name}: {m}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn nothing_changes_unless_asked_and_bad_dtypes_are_named() {
+    let g = graph();
+    let (out, _) = Lossy
+        .run_with_detail(g.clone(), &PassOptions::default())
+        .unwrap();
+    assert_eq!(out, g);
+    match Lossy.run_with_detail(g, &narrowed(DType::I32)) {
+        Err(e @ PassError::BadOption { .. }) => {
+            assert!(e.to_string().contains("f16 or bf16, not i32"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The default CPU pipeline on Llama with bf16 weights: every linear layer
+/// (q, k, v, o, gate, up, down per layer, and the head) is a `matmul_t` of
+/// a bf16 cast of its weight; the embedding is read in f32. Logits through
+/// a prefill and decode steps equal the original model's on rounded weights.
+#[test]
+fn llama_linear_layers_read_bf16_weights() {
+    let cfg = llama::tiny_config();
+    let g = llama::build(&cfg).unwrap();
+    let opts = narrowed(DType::BF16);
+    let upto_dce = ["canonicalize", "recognize", "lossy", "layout", "dce"];
+    let (out, reports) = PassManager::from_names(&upto_dce)
+        .unwrap()
+        .run(g.clone(), &opts)
+        .unwrap();
+    let linear = 7 * cfg.num_hidden_layers + 1;
+    assert!(
+        reports[2]
+            .detail
+            .contains(&format!("{linear} weight(s) cast")),
+        "{}",
+        reports[2].detail
+    );
+    let mt: Vec<_> = out
+        .node_ids()
+        .filter(|&n| out.node(n).op == Op::MatMulT)
+        .collect();
+    // The head is read twice: all positions' logits, and the last one's.
+    assert_eq!(mt.len(), linear + 1);
+    for &n in &mt {
+        let b = out.operands(n)[1];
+        assert_eq!(out.ty(b).dtype, DType::BF16);
+        assert!(matches!(out.node(b.node).op, Op::Cast(DType::BF16)));
+    }
+    assert_eq!(count(&out, "matmul"), 0, "{out}");
+    let w = llama::random_weights(&cfg, 3);
+    let tokens: Vec<i32> = (0..10).map(|i| (i * 37 + 5) % 256).collect();
+    let got = decode_calls(&out, &w, &tokens, 6, 16);
+    let linear_weight = |n: &str| n.ends_with("proj.weight") || n == "lm_head.weight";
+    let want = decode_calls(&g, &rounded(&w, DType::BF16, linear_weight), &tokens, 6, 16);
+    for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+        compare(&g["logits"], &w["logits"], false).unwrap_or_else(|m| panic!("step {step}: {m}"));
+    }
+    // The GPU keeps its transposes; the weights are narrowed under them.
+    let gpu = PassOptions {
+        target: CostTarget::Gpu,
+        ..narrowed(DType::BF16)
+    };
+    let (out, _) = PassManager::from_names(&upto_dce)
+        .unwrap()
+        .run(g, &gpu)
+        .unwrap();
+    let narrow_mm = out
+        .node_ids()
+        .filter(|&n| out.node(n).op == Op::MatMul)
+        .filter(|&n| out.ty(out.operands(n)[1]).dtype == DType::BF16)
+        .count();
+    assert_eq!(narrow_mm, linear + 1);
+}
