@@ -62,6 +62,10 @@ fn options(set: &str) -> PassOptions {
             kv_cache: Some(kiln_ir::saq::SaqSpec::parse("saq").unwrap()),
             ..gpu
         },
+        "gpu+bf16" => PassOptions {
+            weights: Some(DType::BF16),
+            ..gpu
+        },
         "gpu+prflash" => PassOptions {
             prflash: Some(kiln_passes::lossy::PrFlashConfig::parse("prflash").unwrap()),
             ..gpu
@@ -91,7 +95,8 @@ fn sampling_head() -> Graph {
 
 /// Every (model, option set): each model under `cpu` and `gpu`; models with
 /// lossless causal attention also under `gpu+prflash`, and those that keep a
-/// KV cache for it under `gpu+saq`; golden HF configs (what
+/// KV cache for it under `gpu+saq`; the default model under `gpu+bf16`
+/// (weights stored narrow); golden HF configs (what
 /// `scripts/gpu/prepare.sh` ships) under `gpu`.
 fn cases() -> Vec<Case> {
     let mut models: Vec<(String, Graph, bool)> = kiln_models::builtin_models()
@@ -119,6 +124,10 @@ fn cases() -> Vec<Case> {
         let mut sets = Vec::new();
         if all_sets {
             sets.push("cpu");
+            // Narrow weights: matmuls of a bf16 operand (one model suffices).
+            if name == "default" {
+                sets.push("gpu+bf16");
+            }
             if exact_causal {
                 sets.push("gpu+prflash");
                 if kv_cache {
