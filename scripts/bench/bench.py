@@ -5,7 +5,7 @@ Usage (from the repository root; see scripts/bench/README.md):
 
   .venv-py/bin/python scripts/bench/bench.py [--models llama134m,llama-small,mamba130m,mamba-tiny]
                                              [--threads 2] [--quick] [--repeats 1] [--rounds 1]
-                                             [--json OUT]
+                                             [--weights f32|f16|bf16] [--json OUT]
 
 For every model: a random-initialized Hugging Face checkpoint is created once
 (seeded, f32, `save_pretrained`, cached in scripts/bench/cache/models/), then
@@ -29,6 +29,13 @@ as a fraction of the bandwidth limit: (weight bytes read per token) / (the
 most bytes/s on T threads measured in the run). With --rounds, decode is also
 printed round by round, with Kiln/llama.cpp per round (paired: the same
 machine state) and its median.
+
+With --weights f16 (or bf16) every peer stores the linear layers' weights in
+that dtype, and the rows are named MODEL/f16: Kiln `kiln compile --weights f16`
+(weights rounded once at load, f32 activations and accumulation); llama.cpp a
+GGUF with those matrices in f16 (its matmuls round the activations to f16 too);
+PyTorch the checkpoint loaded with that torch dtype (all compute in it). The
+bandwidth limit then counts those matrices at 2 bytes per value.
 
 The checkpoints carry no BOS/EOS/PAD token, so generation never stops early.
 """
@@ -130,14 +137,26 @@ def safetensors_index(d: Path) -> dict[str, int]:
     return sizes
 
 
-def bytes_per_token(d: Path) -> tuple[int, int]:
+# Checkpoint names of the matrices `--weights f16|bf16` stores narrow
+# (linear layers and the output head), as Kiln's `--weights` does.
+LINEAR_SUFFIXES = ("_proj.weight", "lm_head.weight")
+
+
+def bytes_per_token(d: Path, weights: str = "f32") -> tuple[int, int]:
     """(all weight bytes, weight bytes one decode step must read).
 
     A decode step reads every weight once, except the input embedding table, of
     which it reads one row; when the output projection is tied to the embedding
     the table is read whole as the output projection. KV-cache reads are not
-    counted (small at these lengths next to the weights)."""
+    counted (small at these lengths next to the weights). With narrow weights
+    the linear layers' matrices count 2 bytes per value (a tied table too)."""
     sizes = safetensors_index(d)
+    if weights != "f32":
+        tied = "lm_head.weight" not in sizes
+        for k in sizes:
+            if k.endswith(LINEAR_SUFFIXES) or (tied and k.endswith(("embed_tokens.weight",
+                                                                       "embeddings.weight"))):
+                sizes[k] //= 2
     total = sum(sizes.values())
     embed = [k for k in sizes if k.endswith(("embed_tokens.weight", "embeddings.weight"))]
     untied = "lm_head.weight" in sizes
@@ -186,10 +205,11 @@ def kiln_binaries(build: bool) -> tuple[Path, Path]:
     return kiln, run
 
 
-def kiln_compile(kiln: Path, name: str, d: Path) -> tuple[Path, float]:
-    art = CACHE / "artifacts" / name
+def kiln_compile(kiln: Path, name: str, d: Path, weights: str) -> tuple[Path, float]:
+    art = CACHE / "artifacts" / (name if weights == "f32" else f"{name}-{weights}")
     t = time.perf_counter()
-    run_measured([str(kiln), "compile", "--model", str(d), "--out", str(art)])
+    run_measured([str(kiln), "compile", "--model", str(d), "--out", str(art),
+                  "--weights", weights])
     return art, time.perf_counter() - t
 
 
@@ -221,7 +241,8 @@ def torch_worker(args: argparse.Namespace) -> None:
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     cls = LlamaForCausalLM if args.family == "llama" else MambaForCausalLM
-    model = cls.from_pretrained(args.model_dir, dtype=torch.float32, local_files_only=True).eval()
+    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[args.weights]
+    model = cls.from_pretrained(args.model_dir, dtype=dtype, local_files_only=True).eval()
     prompt = torch.tensor([json.loads(args.prompt)], dtype=torch.long)
     mask = torch.ones_like(prompt)
     fwd_kw = {"use_cache": True}
@@ -264,13 +285,13 @@ def torch_worker(args: argparse.Namespace) -> None:
 
 
 def torch_generate(d: Path, family: str, prompt: list[int], new: int, threads: int,
-                   repeats: int) -> dict:
+                   repeats: int, weights: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "torch.json"
         _, rss = run_measured([
             sys.executable, __file__, "--torch-worker", "--model-dir", str(d), "--family", family,
             "--prompt", json.dumps(prompt), "--new", str(new), "--threads", str(threads),
-            "--repeats", str(repeats), "--out", str(out)])
+            "--repeats", str(repeats), "--weights", weights, "--out", str(out)])
         res = json.loads(out.read_text())
     res["peak_rss"] = rss
     return res
@@ -296,23 +317,24 @@ def llama_cpp_peer(mode: str, *opts: str) -> tuple[dict, int | None]:
 
 
 def llama_cpp_prepare(name: str, d: Path, family: str, threads: int,
-                      attention: str) -> tuple[Path | None, dict]:
+                      attention: str, weights: str) -> tuple[Path | None, dict]:
     """The model's GGUF and its verification against transformers.
 
     Returns (gguf, verify result); gguf is None when the model must not be
     timed: the export failed, llama.cpp could not run it, or its logits or
     greedy tokens differ from transformers'."""
     try:
-        out = CACHE / "gguf" / f"{name}.gguf"
-        if not gguf_export.is_current(d, out):
-            print(f"[{name}] writing an f32 GGUF of the checkpoint to {out}", flush=True)
-        gguf = gguf_export.ensure_gguf(d, out)
+        out = CACHE / "gguf" / (f"{name}.gguf" if weights == "f32" else f"{name}-{weights}.gguf")
+        if not gguf_export.is_current(d, out, weights):
+            print(f"[{name}] writing a GGUF ({weights} weights) of the checkpoint to {out}",
+                  flush=True)
+        gguf = gguf_export.ensure_gguf(d, out, weights)
     except gguf_export.ExportError as e:
         return None, {"ok": False, "reason": f"GGUF export failed: {e}"}
     try:
         res, _ = llama_cpp_peer("verify", "--gguf", str(gguf), "--model-dir", str(d),
                                 "--family", family, "--threads", str(threads),
-                                "--attention", attention)
+                                "--attention", attention, "--weights", weights)
     except RuntimeError as e:
         return None, {"ok": False, "reason": f"verification did not run: {e}"}
     return (gguf if res.get("ok") else None), res
@@ -372,7 +394,7 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
     print(f"memory read bandwidth (best kernel's median pass): 1 thread "
           f"{bw['1']['sustained_gbps']:.1f} GB/s (best pass {bw['1']['best_gbps']:.1f}{runs('1')})"
           f"{multi} ({kernels})")
-    head = (f"{'model':<12} {'metric':<16} {'Kiln':>9} {'PyTorch':>9} {'llama.cpp':>9} "
+    head = (f"{'model':<14} {'metric':<16} {'Kiln':>9} {'PyTorch':>9} {'llama.cpp':>9} "
             f"{'K vs PT':>8} {'K vs lc':>8}  bandwidth limit")
     print(head)
     print("-" * len(head) + "-" * 14)
@@ -390,7 +412,7 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
             extra = ""
             if key == "decode_tok_s":
                 extra = "  " + limit_text(r, gbps, kv, pv, lv)
-            print(f"{name:<12} {label:<16} {fmt(kv):>9} {fmt(pv):>9} {fmt(lv):>9} "
+            print(f"{name:<14} {label:<16} {fmt(kv):>9} {fmt(pv):>9} {fmt(lv):>9} "
                   f"{fmt(rp, '.2f', '×'):>8} {fmt(rl, '.2f', '×'):>8}{extra}")
     print("K vs PT / K vs lc: speed ratio (>1: Kiln faster) for latency and tok/s; "
           "Kiln/peer for peak RSS (<1: Kiln smaller).")
@@ -423,10 +445,12 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
         if not v:
             continue
         if v.get("ok"):
+            greedy = (f"{v['new']} greedy tokens equal" if v.get("greedy_equal", True) else
+                      f"greedy tokens differ (narrow activations): llama.cpp "
+                      f"{v['greedy_llama_cpp']}, transformers {v['greedy_transformers']}")
             print(f"llama.cpp {name}: GGUF checked against transformers: logits rel L2 "
                   f"{v['rel_l2_prefill']:.1e} over {v['tokens']} prompt positions (one batch), "
-                  f"{v['rel_l2_decode']:.1e} over {v['new'] - 1} decode steps; "
-                  f"{v['new']} greedy tokens equal")
+                  f"{v['rel_l2_decode']:.1e} over {v['new'] - 1} decode steps; {greedy}")
         else:
             print(f"llama.cpp {name}: NOT TIMED: {v.get('reason')}")
         if r.get("llama_cpp", {}).get("error"):
@@ -446,7 +470,7 @@ def keep_best(into: dict, n: int, decode: bool, m: dict) -> None:
 def bench_model(name: str, args, kiln_bins) -> dict:
     spec = MODELS[name]
     d = ensure_checkpoint(name, spec)
-    total, per_token = bytes_per_token(d)
+    total, per_token = bytes_per_token(d, args.weights)
     vocab = spec.config["vocab_size"]
     lengths = [32, 128] if args.quick else [128, 1024]
     new = 16 if args.quick else 128
@@ -457,7 +481,7 @@ def bench_model(name: str, args, kiln_bins) -> dict:
     gguf = None
     if args.llama_cpp:
         gguf, r["llama_cpp_verify"] = llama_cpp_prepare(name, d, spec.family, args.threads,
-                                                        args.llama_cpp_attention)
+                                                        args.llama_cpp_attention, args.weights)
         v = r["llama_cpp_verify"]
         if gguf is None:
             print(f"[{name}] llama.cpp: not timed: {v.get('reason')}", flush=True)
@@ -467,7 +491,7 @@ def bench_model(name: str, args, kiln_bins) -> dict:
                   f"{v['greedy_llama_cpp']})", flush=True)
 
     kiln, run = kiln_bins
-    art, secs = kiln_compile(kiln, name, d)
+    art, secs = kiln_compile(kiln, name, d, args.weights)
     r["kiln"]["compile_s"] = secs
     print(f"[{name}] kiln compile {secs:.1f} s", flush=True)
     peaks = {"kiln": [], "pytorch": [], "llama_cpp": []}
@@ -498,7 +522,8 @@ def bench_model(name: str, args, kiln_bins) -> dict:
             if i == 0:
                 r["kiln"].setdefault("decode_rounds", []).append(best["decode_tok_s"])
             print(f"[{name}] kiln    prompt {n}{tag}: {best}", flush=True)
-            m = torch_generate(d, spec.family, prompt, steps, args.threads, args.repeats)
+            m = torch_generate(d, spec.family, prompt, steps, args.threads, args.repeats,
+                               args.weights)
             peaks["pytorch"].append(m["peak_rss"])
             keep_best(r["pytorch"], n, i == 0, m)
             if i == 0:
@@ -549,6 +574,9 @@ def main() -> None:
                     help="llama.cpp's attention: f32 (f32 KV cache, no flash attention: the "
                          "same arithmetic as the others; default) or llama.cpp's defaults "
                          "(f16 KV cache, flash attention)")
+    ap.add_argument("--weights", choices=["f32", "f16", "bf16"], default="f32",
+                    help="every peer stores the linear layers' weights in this dtype "
+                         "(default f32; see above)")
     ap.add_argument("--json", type=Path, help="also write all results here")
     ap.add_argument("--table", type=Path, metavar="JSON",
                     help="print the table of an earlier run's --json file and exit")
@@ -593,7 +621,8 @@ def main() -> None:
         except RuntimeError as e:
             args.llama_cpp = False
             print(f"llama.cpp: installed but does not run; its columns stay empty: {e}", flush=True)
-    results = {name: bench_model(name, args, kiln_bins) for name in names}
+    results = {(name if args.weights == "f32" else f"{name}/{args.weights}"):
+               bench_model(name, args, kiln_bins) for name in names}
     # Again at the end: on a shared VM the bandwidth drifts; the limit is
     # the higher of the two sustained rates (the most the machine read).
     print("measuring memory bandwidth again ...", flush=True)
@@ -618,7 +647,7 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "date": started.isoformat(), "machine": machine, "threads": args.threads,
             "quick": args.quick, "load_before": load_before, "load_after": load_after,
-            "bandwidth": bw, "llama_cpp": lc_version,
+            "bandwidth": bw, "llama_cpp": lc_version, "weights": args.weights,
             "llama_cpp_attention": args.llama_cpp_attention if args.llama_cpp else None,
             "results": results}, indent=2))
 

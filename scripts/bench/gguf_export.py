@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Writes an f32 GGUF (llama.cpp's format) of a cached benchmark checkpoint.
 
-Usage:  python scripts/bench/gguf_export.py MODEL_DIR OUT.gguf
+Usage:  python scripts/bench/gguf_export.py MODEL_DIR OUT.gguf [--weights f16|bf16]
+
+With --weights f16 or bf16 the matrices of the linear layers (and the output
+head, the embedding table too when the head is tied to it) are stored in that
+dtype, rounded to nearest even, as Kiln's `--weights` stores them; norms,
+biases, convolution and SSM tensors stay f32.
 
 MODEL_DIR is a Hugging Face checkpoint as bench.py caches it (config.json and
 model.safetensors, f32) of a LlamaForCausalLM or MambaForCausalLM. Every
@@ -36,7 +41,24 @@ import numpy as np
 
 # Bumped whenever the written file would change for the same checkpoint, so
 # that bench.py's cache notices.
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2
+
+# GGUF names of the matrices a `--weights f16|bf16` export stores narrow.
+LINEAR = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
+          "ssm_in", "ssm_x", "ssm_dt", "ssm_out"}
+
+
+def is_linear(gguf_name: str, tied: bool) -> bool:
+    parts = gguf_name.split(".")
+    if gguf_name == "output.weight" or (tied and gguf_name == "token_embd.weight"):
+        return True
+    return len(parts) == 4 and parts[0] == "blk" and parts[2] in LINEAR and parts[3] == "weight"
+
+
+def bf16_bits(a: np.ndarray) -> np.ndarray:
+    """f32 values as bf16 bits (uint16), rounded to nearest even (finite inputs)."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 class ExportError(Exception):
@@ -186,8 +208,11 @@ def mamba_metadata(w, cfg: dict) -> None:
     w.add_layer_norm_rms_eps(float(cfg.get("layer_norm_epsilon", 1e-5)))
 
 
-def export(model_dir: Path, out: Path) -> None:
+def export(model_dir: Path, out: Path, weights: str = "f32") -> None:
     import gguf
+
+    if weights not in ("f32", "f16", "bf16"):
+        raise ExportError(f"weights must be f32, f16 or bf16, not {weights!r}")
 
     cfg, tensors = load_checkpoint(model_dir)
     arch = {"LlamaForCausalLM": "llama", "MambaForCausalLM": "mamba"}.get(
@@ -205,9 +230,16 @@ def export(model_dir: Path, out: Path) -> None:
     (llama_metadata if arch == "llama" else mamba_metadata)(w, cfg)
     w.add_vocab_size(cfg["vocab_size"])
     w.add_tokenizer_model("none")
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                     "bf16": gguf.LlamaFileType.MOSTLY_BF16}[weights])
+    tied = "lm_head.weight" not in tensors
     for name, a in mapped:
-        w.add_tensor(name, a)
+        if weights == "f32" or not is_linear(name, tied):
+            w.add_tensor(name, a)
+        elif weights == "f16":
+            w.add_tensor(name, a.astype(np.float16))
+        else:
+            w.add_tensor(name, bf16_bits(a), raw_dtype=gguf.GGMLQuantizationType.BF16)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -215,25 +247,27 @@ def export(model_dir: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def _stamp(model_dir: Path) -> str:
-    """What `out` was made from: this exporter's version and the checkpoint's identity."""
+def _stamp(model_dir: Path, weights: str) -> str:
+    """What `out` was made from: this exporter's version, the checkpoint's identity
+    and the weights' dtype."""
     spec = model_dir / "bench-spec.json"
-    return json.dumps({"exporter": EXPORTER_VERSION,
+    return json.dumps({"exporter": EXPORTER_VERSION, "weights": weights,
                        "checkpoint": spec.read_text() if spec.exists() else None,
                        "weights_mtime": [f.stat().st_mtime_ns for f in sorted(model_dir.glob("*.safetensors"))]},
                       sort_keys=True)
 
 
-def is_current(model_dir: Path, out: Path) -> bool:
+def is_current(model_dir: Path, out: Path, weights: str = "f32") -> bool:
     stamp = out.with_suffix(".json")
-    return out.exists() and stamp.exists() and stamp.read_text() == _stamp(model_dir)
+    return out.exists() and stamp.exists() and stamp.read_text() == _stamp(model_dir, weights)
 
 
-def ensure_gguf(model_dir: Path, out: Path) -> Path:
-    """`out`, (re)written unless it was made from the same checkpoint by this exporter version."""
-    if not is_current(model_dir, out):
-        export(model_dir, out)
-        out.with_suffix(".json").write_text(_stamp(model_dir))
+def ensure_gguf(model_dir: Path, out: Path, weights: str = "f32") -> Path:
+    """`out`, (re)written unless it was made from the same checkpoint, weight dtype and
+    exporter version."""
+    if not is_current(model_dir, out, weights):
+        export(model_dir, out, weights)
+        out.with_suffix(".json").write_text(_stamp(model_dir, weights))
     return out
 
 
@@ -241,9 +275,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("out", type=Path)
+    ap.add_argument("--weights", choices=["f32", "f16", "bf16"], default="f32",
+                    help="dtype of the linear layers' matrices (default f32)")
     args = ap.parse_args()
     try:
-        export(args.model_dir, args.out)
+        export(args.model_dir, args.out, args.weights)
     except ExportError as e:
         raise SystemExit(f"gguf_export: {e}")
     print(f"wrote {args.out}")
