@@ -216,6 +216,23 @@ def hf_model(art, device):
 
 
 @torch.no_grad()
+def narrow_weights(model, weights):
+    """The reference for an artifact compiled with `--weights f16|bf16`: every
+    linear layer's weight rounded to that dtype, as Kiln rounds it at load,
+    all else f32. A head tied to the embedding is untied first: Kiln rounds
+    the head's reads and keeps the embedding's rows f32."""
+    if weights == "f32":
+        return
+    dt = {"f16": torch.float16, "bf16": torch.bfloat16}[weights]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is model.get_input_embeddings().weight:
+        head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Linear):
+            mod.weight.copy_(mod.weight.to(dt).float())
+
+
+@torch.no_grad()
 def hf_logits(model, tokens, device):
     ids = torch.tensor([tokens], device=device)
     return model(ids, use_cache=False).logits[0].to(torch.float64).cpu()
@@ -282,6 +299,7 @@ def check(art, kiln, device, device_arg, repeats, timing):
     row["compute"], row["tol"] = dtype, TOL[dtype]
 
     config, model = hf_model(art, device)
+    narrow_weights(model, row["options"].get("weights", "f32"))
     vocab = config.vocab_size
     ctx = context_of(config)
     with tempfile.TemporaryDirectory() as tmp:

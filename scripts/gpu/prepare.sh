@@ -39,8 +39,8 @@ KILN_RUN="$TARGET_DIR/release/kiln-run"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
-compile() { # name, model spec
-  local args=(compile --model "$2" --target "$TARGET" --out "$OUT/$1")
+compile() { # name, model spec, more kiln options
+  local args=(compile --model "$2" --target "$TARGET" --out "$OUT/$1" "${@:3}")
   if [ "$TARGET" = cuda ]; then args+=(--arch "$ARCH"); fi
   "$KILN" "${args[@]}"
 }
@@ -49,6 +49,10 @@ for dir in tests/golden/*/; do
   compile "$(basename "$dir")" "$dir"
 done
 compile default default
+# Weights stored narrow (matmuls of an f16/bf16 operand): an untied Llama and
+# a tied one, whose head is narrowed while its embedding rows stay f32.
+compile llama-mqa-odd-w-bf16 tests/golden/llama-mqa-odd --weights bf16
+compile llama-gqa-tied-w-f16 tests/golden/llama-gqa-tied --weights f16
 
 cp "$KILN_RUN" "$OUT/kiln-run"
 strip "$OUT/kiln-run" 2>/dev/null || true
