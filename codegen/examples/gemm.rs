@@ -61,11 +61,7 @@ fn main() {
             let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
             // One row streams its weight from memory, as decode does: enough
             // copies of B to overflow the last-level cache, used in turn.
-            let copies = if m == 1 {
-                (256 << 20) / b_bytes + 1
-            } else {
-                1
-            };
+            let copies = if m == 1 { (256 << 20) / b_bytes + 1 } else { 1 };
             // Weights live where the executor keeps them: huge-page mappings.
             let bs: Vec<AlignedBuf> = (0..copies)
                 .map(|_| {

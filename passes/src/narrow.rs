@@ -1,6 +1,6 @@
 //! Narrow weight storage (opt-in, lossy; part of the `lossy` pass): the
-//! weights of linear layers are kept as `f16` or `bf16` and read by the
-//! matmul with `f32` accumulation.
+//! weight matrices of linear layers and embeddings are kept as `f16` or
+//! `bf16`; matmuls read them with `f32` accumulation.
 //!
 //! A `matmul`/`matmul_t` with an `f32` left operand whose right operand is
 //! an `f32` weight, seen through any chain of single-operand moves
@@ -12,9 +12,12 @@
 //! runtime computes it once at load and drops the `f32` copy when nothing
 //! else reads it, so decode streams half the bytes per token.
 //!
-//! Weights read by anything else (an embedding's gather, a norm's scale)
-//! keep those reads in `f32`; a weight tied between an embedding and the
-//! output head is then held twice, once per precision.
+//! An embedding, `gather(weight, ids)` with the weight (through moves) as
+//! the table, becomes `cast(gather(narrow table, ids), f32)`: the rows read
+//! are the rounded ones, widened exactly. A head tied to its embedding then
+//! reads one narrow table. Weights read by anything else (a norm's scale, a
+//! convolution, a bias: small, and element-wise) stay `f32`; a weight read
+//! both ways is held in both precisions.
 
 use crate::error::PassError;
 use kiln_ir::{DType, Graph, NodeId, Op, Value};
@@ -28,12 +31,15 @@ pub const NARROW: [DType; 2] = [DType::F16, DType::BF16];
 pub struct Narrowed {
     /// Matmuls that now read a narrow weight.
     pub matmuls: usize,
+    /// Gathers (embeddings) that now read a narrow table.
+    pub gathers: usize,
     /// Distinct weights cast.
     pub weights: usize,
 }
 
-/// Rewrites every matmul of an `f32` weight to read it stored as `to`
-/// (`f16` or `bf16`; any other dtype is an error naming it).
+/// Rewrites every matmul of an `f32` weight, and every gather from one, to
+/// read it stored as `to` (`f16` or `bf16`; any other dtype is an error
+/// naming it).
 pub fn narrow_weights(g: &mut Graph, to: DType) -> Result<Narrowed, PassError> {
     if !NARROW.contains(&to) {
         return Err(PassError::BadOption {
@@ -41,59 +47,94 @@ pub fn narrow_weights(g: &mut Graph, to: DType) -> Result<Narrowed, PassError> {
             problem: format!("weights can be stored as f16 or bf16, not {to}"),
         });
     }
-    let matmuls: Vec<NodeId> = g
+    let readers: Vec<NodeId> = g
         .node_ids()
-        .filter(|&n| matches!(g.node(n).op, Op::MatMul | Op::MatMulT))
+        .filter(|&n| matches!(g.node(n).op, Op::MatMul | Op::MatMulT | Op::Gather { .. }))
         .collect();
-    let mut casts: HashMap<NodeId, Value> = HashMap::new();
-    let mut moved_of: HashMap<Value, Value> = HashMap::new();
+    let mut narrow = Narrower {
+        to,
+        casts: HashMap::new(),
+        moved: HashMap::new(),
+    };
     let mut done = Narrowed::default();
-    for n in matmuls {
-        let [a, b] = g.operands(n)[..] else {
-            continue;
-        };
-        if g.ty(a).dtype != DType::F32 {
-            continue;
+    for n in readers {
+        let operands = g.operands(n);
+        let op = g.node(n).op.clone();
+        let loc = g.node(n).loc.clone();
+        match op {
+            Op::MatMul | Op::MatMulT => {
+                let [a, b] = operands[..] else { continue };
+                if g.ty(a).dtype != DType::F32 {
+                    continue;
+                }
+                let Some(b) = narrow.weight(g, b)? else {
+                    continue;
+                };
+                let new = g.add(op, &[a, b]).map_err(rebuild)?;
+                replace(g, n, new, loc)?;
+                done.matmuls += 1;
+            }
+            Op::Gather { .. } => {
+                let [table, ids] = operands[..] else { continue };
+                let Some(table) = narrow.weight(g, table)? else {
+                    continue;
+                };
+                let rows = g.add(op, &[table, ids]).map_err(rebuild)?;
+                g.set_loc(rows.node, loc.clone());
+                let wide = g.add(Op::Cast(DType::F32), &[rows]).map_err(rebuild)?;
+                replace(g, n, wide, loc)?;
+                done.gathers += 1;
+            }
+            _ => {}
         }
-        let Some((weight, chain)) = weight_through_moves(g, b) else {
-            continue;
+    }
+    done.weights = narrow.casts.len();
+    Ok(done)
+}
+
+/// Casts made so far: each weight's, and each moved view's over it.
+struct Narrower {
+    to: DType,
+    casts: HashMap<NodeId, Value>,
+    moved: HashMap<Value, Value>,
+}
+
+impl Narrower {
+    /// `v` over the narrow weight, if `v` is an f32 weight seen through
+    /// moves: the same moves over `cast(weight, to)`, each made once.
+    fn weight(&mut self, g: &mut Graph, v: Value) -> Result<Option<Value>, PassError> {
+        let Some((weight, chain)) = weight_through_moves(g, v) else {
+            return Ok(None);
         };
-        if let Some(&moved) = moved_of.get(&b) {
-            replace_matmul(g, n, a, moved)?;
-            done.matmuls += 1;
-            continue;
+        if let Some(&m) = self.moved.get(&v) {
+            return Ok(Some(m));
         }
-        let narrow = match casts.get(&weight) {
-            Some(&v) => v,
+        let mut moved = match self.casts.get(&weight) {
+            Some(&c) => c,
             None => {
-                let v = g
-                    .add(Op::Cast(to), &[Value::new(weight, 0)])
+                let c = g
+                    .add(Op::Cast(self.to), &[Value::new(weight, 0)])
                     .map_err(rebuild)?;
-                g.set_loc(v.node, g.node(weight).loc.clone());
-                casts.insert(weight, v);
-                v
+                g.set_loc(c.node, g.node(weight).loc.clone());
+                self.casts.insert(weight, c);
+                c
             }
         };
         // The same moves, now over the narrow weight (each is dtype-blind).
-        let mut moved = narrow;
         for &m in chain.iter().rev() {
             moved = g.add(g.node(m).op.clone(), &[moved]).map_err(rebuild)?;
             g.set_loc(moved.node, g.node(m).loc.clone());
         }
-        moved_of.insert(b, moved);
-        replace_matmul(g, n, a, moved)?;
-        done.matmuls += 1;
+        self.moved.insert(v, moved);
+        Ok(Some(moved))
     }
-    done.weights = casts.len();
-    Ok(done)
 }
 
-/// Matmul `n` replaced by the same op of `a` and `b`.
-fn replace_matmul(g: &mut Graph, n: NodeId, a: Value, b: Value) -> Result<(), PassError> {
-    let new = g.add_node(g.node(n).op.clone(), &[a, b]).map_err(rebuild)?;
-    g.set_loc(new, g.node(n).loc.clone());
-    g.replace_uses(Value::new(n, 0), Value::new(new, 0))
-        .map_err(rebuild)?;
+/// Node `n`'s only result replaced by `by` (which takes its location), and
+/// `n` removed.
+fn replace(g: &mut Graph, n: NodeId, by: Value, loc: Option<String>) -> Result<(), PassError> {
+    g.set_loc(by.node, loc);
+    g.replace_uses(Value::new(n, 0), by).map_err(rebuild)?;
     g.remove_node(n).map_err(rebuild)?;
     Ok(())
 }

@@ -53,9 +53,10 @@ pub struct PassOptions {
     /// Opt-in, lossy: the KV cache becomes an SAQ quantized cache (the `saq`
     /// pass; see [`crate::saq`]).
     pub kv_cache: Option<kiln_ir::saq::SaqSpec>,
-    /// Opt-in, lossy: linear layers' `f32` weights are stored as this
-    /// dtype (`f16` or `bf16`) and read with `f32` accumulation (the `lossy`
-    /// pass; see [`crate::narrow`]). `None` keeps them as declared.
+    /// Opt-in, lossy: the `f32` weights of linear layers and embeddings are
+    /// stored as this dtype (`f16` or `bf16`) and read with `f32`
+    /// accumulation (the `lossy` pass; see [`crate::narrow`]). `None` keeps
+    /// them as declared.
     pub weights: Option<kiln_ir::DType>,
 }
 

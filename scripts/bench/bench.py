@@ -30,10 +30,11 @@ most bytes/s on T threads measured in the run). With --rounds, decode is also
 printed round by round, with Kiln/llama.cpp per round (paired: the same
 machine state) and its median.
 
-With --weights f16 (or bf16) every peer stores the linear layers' weights in
-that dtype, and the rows are named MODEL/f16: Kiln `kiln compile --weights f16`
-(weights rounded once at load, f32 activations and accumulation); llama.cpp a
-GGUF with those matrices in f16 (its matmuls round the activations to f16 too);
+With --weights f16 (or bf16) every peer stores the linear layers' weights and
+the embedding in that dtype, and the rows are named MODEL/f16: Kiln `kiln
+compile --weights f16` (weights rounded once at load, f32 activations and
+accumulation); llama.cpp a GGUF with those matrices in f16 (its matmuls round
+the activations to f16 too);
 PyTorch the checkpoint loaded with that torch dtype (all compute in it). The
 bandwidth limit then counts those matrices at 2 bytes per value.
 
@@ -138,8 +139,8 @@ def safetensors_index(d: Path) -> dict[str, int]:
 
 
 # Checkpoint names of the matrices `--weights f16|bf16` stores narrow
-# (linear layers and the output head), as Kiln's `--weights` does.
-LINEAR_SUFFIXES = ("_proj.weight", "lm_head.weight")
+# (linear layers, the output head, the embedding), as Kiln's `--weights` does.
+NARROW_SUFFIXES = ("_proj.weight", "lm_head.weight", "embed_tokens.weight", "embeddings.weight")
 
 
 def bytes_per_token(d: Path, weights: str = "f32") -> tuple[int, int]:
@@ -149,13 +150,11 @@ def bytes_per_token(d: Path, weights: str = "f32") -> tuple[int, int]:
     which it reads one row; when the output projection is tied to the embedding
     the table is read whole as the output projection. KV-cache reads are not
     counted (small at these lengths next to the weights). With narrow weights
-    the linear layers' matrices count 2 bytes per value (a tied table too)."""
+    those matrices count 2 bytes per value."""
     sizes = safetensors_index(d)
     if weights != "f32":
-        tied = "lm_head.weight" not in sizes
         for k in sizes:
-            if k.endswith(LINEAR_SUFFIXES) or (tied and k.endswith(("embed_tokens.weight",
-                                                                       "embeddings.weight"))):
+            if k.endswith(NARROW_SUFFIXES):
                 sizes[k] //= 2
     total = sum(sizes.values())
     embed = [k for k in sizes if k.endswith(("embed_tokens.weight", "embeddings.weight"))]

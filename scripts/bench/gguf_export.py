@@ -3,10 +3,10 @@
 
 Usage:  python scripts/bench/gguf_export.py MODEL_DIR OUT.gguf [--weights f16|bf16]
 
-With --weights f16 or bf16 the matrices of the linear layers (and the output
-head, the embedding table too when the head is tied to it) are stored in that
-dtype, rounded to nearest even, as Kiln's `--weights` stores them; norms,
-biases, convolution and SSM tensors stay f32.
+With --weights f16 or bf16 the matrices of the linear layers, the output head
+and the embedding table are stored in that dtype, rounded to nearest even, as
+Kiln's `--weights` stores them; norms, biases, convolution and SSM tensors
+stay f32.
 
 MODEL_DIR is a Hugging Face checkpoint as bench.py caches it (config.json and
 model.safetensors, f32) of a LlamaForCausalLM or MambaForCausalLM. Every
@@ -41,16 +41,17 @@ import numpy as np
 
 # Bumped whenever the written file would change for the same checkpoint, so
 # that bench.py's cache notices.
-EXPORTER_VERSION = 2
+EXPORTER_VERSION = 3
 
 # GGUF names of the matrices a `--weights f16|bf16` export stores narrow.
 LINEAR = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
           "ssm_in", "ssm_x", "ssm_dt", "ssm_out"}
 
 
-def is_linear(gguf_name: str, tied: bool) -> bool:
+def is_linear(gguf_name: str) -> bool:
+    """A matrix `--weights f16|bf16` stores narrow: linear layers, head, embedding."""
     parts = gguf_name.split(".")
-    if gguf_name == "output.weight" or (tied and gguf_name == "token_embd.weight"):
+    if gguf_name in ("output.weight", "token_embd.weight"):
         return True
     return len(parts) == 4 and parts[0] == "blk" and parts[2] in LINEAR and parts[3] == "weight"
 
@@ -232,9 +233,8 @@ def export(model_dir: Path, out: Path, weights: str = "f32") -> None:
     w.add_tokenizer_model("none")
     w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                      "bf16": gguf.LlamaFileType.MOSTLY_BF16}[weights])
-    tied = "lm_head.weight" not in tensors
     for name, a in mapped:
-        if weights == "f32" or not is_linear(name, tied):
+        if weights == "f32" or not is_linear(name):
             w.add_tensor(name, a)
         elif weights == "f16":
             w.add_tensor(name, a.astype(np.float16))

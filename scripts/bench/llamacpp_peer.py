@@ -152,7 +152,8 @@ class Session:
 def transformers_reference(model_dir: Path, family: str, tokens: list[int], new: int,
                            threads: int, weights: str = "f32") -> tuple[np.ndarray, list[int]]:
     """(logits [len(tokens) + new - 1, vocab], `new` greedy tokens) from transformers,
-    in f32; with `weights` f16/bf16 every linear layer's weight is rounded to it first."""
+    in f32; with `weights` f16/bf16 every linear layer's and embedding's weight is
+    rounded to it first."""
     import torch
     import transformers
     from transformers import LlamaForCausalLM, MambaForCausalLM
@@ -165,7 +166,7 @@ def transformers_reference(model_dir: Path, family: str, tokens: list[int], new:
         narrow = {"f16": torch.float16, "bf16": torch.bfloat16}[weights]
         with torch.no_grad():
             for mod in model.modules():
-                if isinstance(mod, torch.nn.Linear):
+                if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)):
                     mod.weight.copy_(mod.weight.to(narrow).float())
     ids = torch.tensor([tokens], dtype=torch.long)
     with torch.inference_mode():

@@ -218,17 +218,13 @@ def hf_model(art, device):
 @torch.no_grad()
 def narrow_weights(model, weights):
     """The reference for an artifact compiled with `--weights f16|bf16`: every
-    linear layer's weight rounded to that dtype, as Kiln rounds it at load,
-    all else f32. A head tied to the embedding is untied first: Kiln rounds
-    the head's reads and keeps the embedding's rows f32."""
+    linear layer's weight and the embedding table rounded to that dtype, as
+    Kiln rounds them at load, all else f32 (a tied head is rounded once)."""
     if weights == "f32":
         return
     dt = {"f16": torch.float16, "bf16": torch.bfloat16}[weights]
-    head = model.get_output_embeddings()
-    if head is not None and head.weight is model.get_input_embeddings().weight:
-        head.weight = torch.nn.Parameter(head.weight.detach().clone())
     for mod in model.modules():
-        if isinstance(mod, torch.nn.Linear):
+        if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)):
             mod.weight.copy_(mod.weight.to(dt).float())
 
 

@@ -49,8 +49,8 @@ for dir in tests/golden/*/; do
   compile "$(basename "$dir")" "$dir"
 done
 compile default default
-# Weights stored narrow (matmuls of an f16/bf16 operand): an untied Llama and
-# a tied one, whose head is narrowed while its embedding rows stay f32.
+# Weights stored narrow (matmuls of an f16/bf16 operand, gathers of f16/bf16
+# rows): an untied Llama and one whose head is its embedding.
 compile llama-mqa-odd-w-bf16 tests/golden/llama-mqa-odd --weights bf16
 compile llama-gqa-tied-w-f16 tests/golden/llama-gqa-tied --weights f16
 

@@ -37,9 +37,10 @@ struct Cli {
     /// size S, group size G; omitted parts take these defaults; DESIGN.md §4).
     #[arg(long, global = true, value_name = "CACHE", default_value = "f32", value_parser = parse_kv_cache)]
     kv_cache: KvCacheMode,
-    /// Linear layers' weight storage: `f32` (as declared), or the opt-in,
-    /// lossy `bf16` / `f16` (each f32 weight rounded once at load, read with
-    /// f32 accumulation: half the bytes a decode step streams).
+    /// Weight matrices' storage (linear layers, embeddings): `f32` (as
+    /// declared), or the opt-in, lossy `bf16` / `f16` (each rounded once at
+    /// load, read with f32 activations and accumulation: half the bytes a
+    /// decode step streams).
     #[arg(long, global = true, value_name = "DTYPE", default_value = "f32", value_parser = parse_weights)]
     weights: WeightsArg,
     /// The machine to compile for: `cpu`, or `gpu` (also spelled `cuda`;

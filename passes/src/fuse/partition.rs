@@ -19,6 +19,11 @@
 //! - otherwise it stays outside and becomes a kernel operand (materialized by
 //!   its own kernel later in the walk).
 //!
+//! A weight cast to `f16`/`bf16` (narrow weight storage) always stays
+//! outside: its own kernel reads only the weight, so the runtime computes it
+//! once at load, and its readers (an embedding's gather) read the narrow
+//! copy instead of converting the f32 weight on every call.
+//!
 //! A reduction joining a kernel makes it a `row` kernel; every such step is
 //! checked against `kiln_ir::kernel::check_fused`, so a producer or consumer
 //! that would break the row contract (another row shape, a reshape after the
@@ -114,6 +119,8 @@ struct Partitioner<'a> {
     outputs: HashSet<NodeId>,
     users: HashMap<NodeId, Vec<NodeId>>,
     member_of: HashMap<NodeId, Vec<usize>>,
+    /// Weights cast narrow: never absorbed into a reader's kernel.
+    stored: HashSet<NodeId>,
 }
 
 /// Partitions `g` (whose reductions are over trailing axes).
@@ -131,6 +138,11 @@ pub(super) fn partition(g: &Graph) -> Partition {
     let dup = duplicable(g, &order, &role);
     let computes = computing(g, &order, &role);
     let outputs = g.outputs().iter().map(|o| o.value.node).collect();
+    let stored = order
+        .iter()
+        .copied()
+        .filter(|&n| narrow_weight(g, n))
+        .collect();
     let mut pt = Partitioner {
         g,
         p: Partition {
@@ -148,6 +160,7 @@ pub(super) fn partition(g: &Graph) -> Partition {
         outputs,
         users,
         member_of: HashMap::new(),
+        stored,
     };
     for &n in order.iter().rev() {
         let r = pt.role[&n];
@@ -174,6 +187,17 @@ pub(super) fn partition(g: &Graph) -> Partition {
         }
     }
     pt.p
+}
+
+/// `cast(weight, f16|bf16)` of an f32 weight (`kiln_passes::narrow`).
+fn narrow_weight(g: &Graph, n: NodeId) -> bool {
+    let Op::Cast(to) = g.node(n).op else {
+        return false;
+    };
+    let from = g.operands(n)[0];
+    matches!(to, kiln_ir::DType::F16 | kiln_ir::DType::BF16)
+        && g.ty(from).dtype == kiln_ir::DType::F32
+        && matches!(g.node(from.node).op, Op::Param { .. })
 }
 
 /// Transcendental functions and `pow`: worth computing once rather than per
@@ -283,7 +307,7 @@ impl Partitioner<'_> {
         let mut heap = BinaryHeap::new();
         self.push_producers(&mut heap, root);
         while let Some((_, p)) = heap.pop() {
-            if self.p.groups[gid].members.contains(&p) {
+            if self.p.groups[gid].members.contains(&p) || self.stored.contains(&p) {
                 continue;
             }
             match self.role[&p] {
