@@ -88,26 +88,25 @@ fn plans_round_trip_through_json() {
     assert_eq!(&back, exe.plan());
 }
 
-/// Weights stored narrow (`--weights bf16|f16`): the compiled Llama equals
-/// the interpreter on the original graph with its linear layers' weights
-/// and embedding rounded to that dtype, for a prefill, a decode step and a
-/// prefill after a filled cache. Every run-time matmul reads a narrow
-/// buffer computed at load; no run-time step reads an f32 weight but the
-/// norms' scales.
-#[test]
-fn narrow_weights_compile_and_match_the_rounded_model() {
+/// Weights stored narrow (`--weights bf16|f16`): the compiled model equals
+/// the interpreter on the original graph with the weights `narrowed` names
+/// (linear layers, embeddings) rounded to that dtype, for a prefill, a
+/// one-token step and a prefill after filled state. Every run-time matmul
+/// reads a narrow buffer computed at load; no run-time step reads an f32
+/// weight `narrowed` names.
+fn check_narrow_weights(
+    graph: &kiln_ir::Graph,
+    weights: &BTreeMap<String, Tensor>,
+    narrowed: impl Fn(&str) -> bool,
+    min_matmuls: usize,
+) {
     use kiln_ir::DType;
     use kiln_runtime::plan::{Step, Storage};
-    let cfg = kiln_models::llama::tiny_config();
-    let graph = kiln_models::llama::build(&cfg).unwrap();
-    let weights = kiln_models::llama::random_weights(&cfg, 4);
     for to in [DType::BF16, DType::F16] {
         let rounded: BTreeMap<String, Tensor> = weights
             .iter()
             .map(|(n, t)| {
-                // Linear layers and the embedding; not the norms' scales.
-                let matrix = !n.contains("norm");
-                let t = if matrix {
+                let t = if narrowed(n) {
                     let r = Tensor::from_f64(to, t.shape.clone(), &t.to_f64_vec()).unwrap();
                     Tensor::from_f64(DType::F32, t.shape.clone(), &r.to_f64_vec()).unwrap()
                 } else {
@@ -118,7 +117,7 @@ fn narrow_weights_compile_and_match_the_rounded_model() {
             .collect();
         let mut opts = CompileOptions::default();
         opts.passes.weights = Some(to);
-        let mut exe = jit(&graph, &weights, &opts).unwrap();
+        let mut exe = jit(graph, weights, &opts).unwrap();
         let plan = exe.plan().clone();
         let mut matmuls = 0;
         for step in &plan.steps {
@@ -134,14 +133,14 @@ fn narrow_weights_compile_and_match_the_rounded_model() {
             }
             for &a in args {
                 if let Storage::Param(name) = &plan.buffers[plan.root(a)].storage {
-                    assert!(name.contains("norm"), "f32 {name} read at run time");
+                    assert!(!narrowed(name), "f32 {name} read at run time");
                 }
             }
         }
-        assert!(matmuls >= 7 * cfg.num_hidden_layers, "{matmuls} matmuls");
+        assert!(matmuls >= min_matmuls, "{matmuls} matmuls");
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let ctx: kiln_ir::Bindings = [("ctx".to_string(), 32)].into();
-        // A prefill, a decode step and a prefill after a filled cache.
+        let has_past = graph.symbols().iter().any(|s| s == "past");
         for (seq, past) in [(5usize, 0i64), (1, 5), (17, 9)] {
             let mut inputs = tokens(seq, 256, &mut rng);
             for (name, ty) in graph.input_names().zip(graph.input_types()) {
@@ -152,14 +151,18 @@ fn narrow_weights_compile_and_match_the_rounded_model() {
                     inputs.insert(name.to_string(), Tensor::f32(shape, v).unwrap());
                 }
             }
-            let sizes: kiln_ir::Bindings = [("past".to_string(), past)].into();
+            let sizes: kiln_ir::Bindings = if has_past {
+                [("past".to_string(), past)].into()
+            } else {
+                Default::default()
+            };
             let got = exe.run_with(&inputs, &sizes).unwrap()["logits"].clone();
             let eval = interp::EvalOptions {
                 sizes,
                 ..interp::EvalOptions::default()
             };
-            let want = interp::eval_with(&graph, &inputs, &rounded, &eval).unwrap();
-            let plain = interp::eval_with(&graph, &inputs, &weights, &eval).unwrap();
+            let want = interp::eval_with(graph, &inputs, &rounded, &eval).unwrap();
+            let plain = interp::eval_with(graph, &inputs, weights, &eval).unwrap();
             let want = &want["logits"];
             let err = rel_l2(&got.to_f64_vec(), &want.to_f64_vec());
             assert!(
@@ -171,4 +174,26 @@ fn narrow_weights_compile_and_match_the_rounded_model() {
             assert!(rounding > 1e-4, "{to}: {rounding:.3e} from the f32 weights");
         }
     }
+}
+
+/// Llama: q, k, v, o, gate, up, down, the head and the embedding narrow;
+/// the norms' scales f32.
+#[test]
+fn narrow_weights_llama_matches_the_rounded_model() {
+    let cfg = kiln_models::llama::tiny_config();
+    let graph = kiln_models::llama::build(&cfg).unwrap();
+    let weights = kiln_models::llama::random_weights(&cfg, 4);
+    let narrowed = |n: &str| !n.contains("norm");
+    check_narrow_weights(&graph, &weights, narrowed, 7 * cfg.num_hidden_layers);
+}
+
+/// Mamba: in, x, dt and out projections and the tied embedding/head narrow;
+/// the convolution, `A_log`, `D`, biases and norms f32.
+#[test]
+fn narrow_weights_mamba_matches_the_rounded_model() {
+    let cfg = kiln_models::mamba::tiny_config();
+    let graph = kiln_models::mamba::build(&cfg).unwrap();
+    let weights = kiln_models::mamba::random_weights(&cfg, 4);
+    let narrowed = |n: &str| n.ends_with("_proj.weight") || n.ends_with("embeddings.weight");
+    check_narrow_weights(&graph, &weights, narrowed, 4 * cfg.num_hidden_layers);
 }
