@@ -61,12 +61,6 @@ fn attention_ops(g: &Graph) -> Vec<AttentionOp> {
         .collect()
 }
 
-fn count(g: &Graph, name: &str) -> usize {
-    g.node_ids()
-        .filter(|&n| g.node(n).op.name() == name)
-        .count()
-}
-
 /// The one attention op of the rewritten graph; the softmax is gone.
 fn the_attention(s: &Spelling) -> AttentionOp {
     let g = s.build();

@@ -12,12 +12,6 @@ use kiln_ir::{shape, DType, Dim, Graph, Op};
 use kiln_models::llama;
 use kiln_passes::{CostTarget, PassManager, PassOptions};
 
-fn count(g: &Graph, name: &str) -> usize {
-    g.node_ids()
-        .filter(|&n| g.node(n).op.name() == name)
-        .count()
-}
-
 fn layout(g: &Graph, target: CostTarget) -> (Graph, String) {
     let opts = PassOptions {
         target,

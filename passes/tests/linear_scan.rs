@@ -30,12 +30,6 @@ fn rule() -> &'static RuleDef {
 }
 
 /// Top-level nodes named `name`.
-fn count(g: &Graph, name: &str) -> usize {
-    g.node_ids()
-        .filter(|&n| g.node(n).op.name() == name)
-        .count()
-}
-
 /// A running sum whose step output is the carry *before* the step.
 fn cumsum_before(r: &mut StdRng) -> Graph {
     let w = r.random_range(1..=4);

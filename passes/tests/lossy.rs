@@ -2,6 +2,9 @@
 //! causal attention without bias or slopes becomes `prflash_attention`, the
 //! rest stays exact; the option parser names bad parts.
 
+mod common;
+
+use common::count;
 use kiln_ir::attention::AttentionOp;
 use kiln_ir::dsl::ModelBuilder;
 use kiln_ir::op::F64Bits;
@@ -26,12 +29,6 @@ fn graph() -> Graph {
     b.output("a", &causal);
     b.output("b", &full);
     b.finish().unwrap()
-}
-
-fn count(g: &Graph, name: &str) -> usize {
-    g.node_ids()
-        .filter(|&n| g.node(n).op.name() == name)
-        .count()
 }
 
 #[test]

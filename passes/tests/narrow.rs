@@ -14,12 +14,6 @@ use kiln_passes::lossy::Lossy;
 use kiln_passes::{CostTarget, Pass, PassError, PassManager, PassOptions};
 use std::collections::BTreeMap;
 
-fn count(g: &Graph, name: &str) -> usize {
-    g.node_ids()
-        .filter(|&n| g.node(n).op.name() == name)
-        .count()
-}
-
 fn narrowed(to: DType) -> PassOptions {
     PassOptions {
         weights: Some(to),

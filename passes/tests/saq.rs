@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::count;
 use common::models::Decoder;
 use kiln_ir::saq::{SaqLayout, SaqSpec};
 use kiln_ir::tensor::rel_l2;
@@ -21,12 +22,6 @@ fn opts(spec: &str) -> PassOptions {
         kv_cache: Some(SaqSpec::parse(spec).unwrap()),
         ..PassOptions::default()
     }
-}
-
-fn count(g: &Graph, name: &str) -> usize {
-    g.node_ids()
-        .filter(|&n| g.node(n).op.name() == name)
-        .count()
 }
 
 /// Llama-tiny after `canonicalize`, `recognize` and `saq`.

@@ -11,6 +11,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
+/// How many nodes of `g` are the op called `name` (`Op::name`).
+pub fn count(g: &Graph, name: &str) -> usize {
+    g.node_ids()
+        .filter(|&n| g.node(n).op.name() == name)
+        .count()
+}
+
 /// Relative L2 tolerance for float rules.
 pub const TOL: f64 = 1e-5;
 
