@@ -418,3 +418,29 @@ fn explain_shows_the_rules_behind_each_kernel() {
         "{out}"
     );
 }
+
+/// `--weights f16|bf16`: the `lossy` pass casts the weights (its detail and
+/// the graph after it say so), the run generates text; a dtype it cannot
+/// store is a clear error naming the choices.
+#[test]
+fn weights_option_narrows_and_bad_values_are_clear() {
+    let o = kiln(&[
+        "inspect",
+        "--model",
+        "llama-tiny",
+        "--weights",
+        "bf16",
+        "--after",
+        "lossy",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("{to=bf16}"), "{text}");
+    let o = kiln(&["run", "--weights", "f16", "--max-new-tokens", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).trim().is_empty());
+    let o = kiln(&["run", "--weights", "i8"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("f32, bf16 or f16"), "{err}");
+}
