@@ -11,7 +11,8 @@
 use crate::jit::{kernel_specs, KilnError};
 use crate::model::{LoadedModel, TextCodec};
 use kiln_codegen::GpuArch;
-use kiln_ir::Tensor;
+use kiln_ir::interp::ParamSource;
+use kiln_ir::{Tensor, TensorType};
 use kiln_passes::{CostTarget, PassManager, PassOptions};
 use kiln_runtime::artifact::{self, Codec, GenerationInfo, Manifest, TargetSpec};
 use kiln_runtime::plan::Storage;
@@ -130,7 +131,7 @@ pub fn compile_artifact(
 
         progress("write");
         let t = Instant::now();
-        write_model_files(model, &plan, &staging)?;
+        write_model_files(model, &plan, passes.weights, &staging)?;
         let manifest = artifact::write_manifest(
             &staging,
             target,
@@ -162,17 +163,41 @@ pub fn compile_artifact(
     })
 }
 
-/// Plan, weights, generation info, tokenizer and HF config.
-fn write_model_files(model: &LoadedModel, plan: &Plan, dir: &Path) -> Result<(), KilnError> {
+/// Plan, weights (those declared narrow by `--weights`, rounded: the file
+/// holds what the plan reads), generation info, tokenizer and HF config.
+fn write_model_files(
+    model: &LoadedModel,
+    plan: &Plan,
+    narrow: Option<kiln_ir::DType>,
+    dir: &Path,
+) -> Result<(), KilnError> {
     let plan_json = serde_json::to_vec(plan)
         .map_err(|e| KilnError::Model(format!("serializing the plan: {e}")))?;
     write(&dir.join(artifact::PLAN), &plan_json)?;
 
-    // Borrowed: the weights are written where they lie, not copied first.
+    // Borrowed: the weights are written where they lie, not copied first
+    // (but for the rounded ones).
+    let rounded: Option<crate::NarrowWeights> = narrow.map(|to| {
+        let declared: BTreeMap<String, TensorType> = plan
+            .buffers
+            .iter()
+            .filter_map(|b| match &b.storage {
+                Storage::Param(name) => Some((name.clone(), b.ty.clone())),
+                _ => None,
+            })
+            .collect();
+        crate::NarrowWeights::from_declared(&model.weights, declared, to)
+    });
     let mut weights: BTreeMap<String, &Tensor> = BTreeMap::new();
     for b in &plan.buffers {
         if let Storage::Param(name) = &b.storage {
-            weights.insert(name.clone(), model.weights.get(name)?);
+            let t = match &rounded {
+                Some(r) if b.ty.dtype != kiln_ir::DType::F32 => r.param(name).ok_or_else(|| {
+                    KilnError::Model(format!("weight {name} ({}) is missing", b.ty))
+                })?,
+                _ => model.weights.get(name)?,
+            };
+            weights.insert(name.clone(), t);
         }
     }
     kiln_models::hf::save_safetensors(dir.join(artifact::WEIGHTS), &weights)?;

@@ -115,6 +115,14 @@ pub fn jit_with_progress(
 
     progress("load");
     let t = Instant::now();
+    let narrow;
+    let params = match opts.passes.weights {
+        Some(to) => {
+            narrow = crate::NarrowWeights::new(params, &kernel_graph, to);
+            &narrow as &dyn ParamSource
+        }
+        None => params,
+    };
     let executor = CpuExecutor::new(plan, Arc::new(JitKernels(module)), params, &opts.exec)?;
     report.load = t.elapsed();
     Ok(Executable {

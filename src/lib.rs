@@ -84,8 +84,10 @@ pub mod aot;
 mod jit;
 pub mod lm;
 pub mod model;
+mod narrow_weights;
 pub use jit::{
     compile_ptx, jit, jit_with_progress, kernel_specs, CompileOptions, CompileReport, Executable,
     KilnError,
 };
 pub use lm::{jit_model, jit_model_with_context, CompiledLm, CompiledModel};
+pub use narrow_weights::NarrowWeights;

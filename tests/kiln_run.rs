@@ -126,11 +126,12 @@ fn tempdir(tag: &str) -> PathBuf {
 }
 
 /// `kiln compile --model SPEC --target cpu --out DIR/art`.
-fn compile(spec: &str, dir: &Path) -> PathBuf {
+fn compile(spec: &str, dir: &Path, opts: &[&str]) -> PathBuf {
     let art = dir.join("art");
     run(kiln()
         .args(["compile", "--model", spec, "--target", "cpu", "--out"])
-        .arg(&art));
+        .arg(&art)
+        .args(opts));
     art
 }
 
@@ -143,7 +144,7 @@ fn logits_file(path: &Path) -> (Vec<usize>, Vec<f32>) {
 /// `kiln-run logits` equals `kiln logits` (bitwise, or within 1e-6
 /// relative L2: the artifact's kernels are compiled ahead of time by the
 /// same code generator, but as object code instead of the JIT).
-fn same_logits(spec: &str, art: &Path, dir: &Path, tokens: &str, decode: bool) {
+fn same_logits(spec: &str, art: &Path, dir: &Path, tokens: &str, decode: bool, opts: &[&str]) {
     let tag = if decode { "decode" } else { "prefill" };
     let (ours, theirs) = (
         dir.join(format!("run-{tag}")),
@@ -156,7 +157,8 @@ fn same_logits(spec: &str, art: &Path, dir: &Path, tokens: &str, decode: bool) {
         .arg(&ours);
     let mut b = kiln();
     b.args(["logits", "--model", spec, "--tokens", tokens, "--out"])
-        .arg(&theirs);
+        .arg(&theirs)
+        .args(opts);
     if decode {
         a.arg("--decode");
         b.arg("--decode");
@@ -181,15 +183,27 @@ fn same_logits(spec: &str, art: &Path, dir: &Path, tokens: &str, decode: bool) {
 /// the artifact against `kiln` on the model.
 fn check_model(spec: &str, tag: &str, tokens: &str) {
     let dir = tempdir(tag);
-    let art = compile(spec, &dir);
-    same_logits(spec, &art, &dir, tokens, false);
-    same_logits(spec, &art, &dir, tokens, true);
+    check_compiled(spec, &dir, tokens, &[]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// [`check_model`] with `opts` given to `kiln compile` and to `kiln`;
+/// returns the artifact.
+fn check_compiled(spec: &str, dir: &Path, tokens: &str, opts: &[&str]) -> PathBuf {
+    let art = compile(spec, dir, opts);
+    same_logits(spec, &art, dir, tokens, false, opts);
+    same_logits(spec, &art, dir, tokens, true, opts);
     let generate = ["--tokens", tokens, "--max-new-tokens", "8", "--ids"];
     let ours = stdout(kiln_run().arg(&art).args(generate));
-    let theirs = stdout(kiln().args(["generate", "--model", spec]).args(generate));
+    let theirs = stdout(
+        kiln()
+            .args(["generate", "--model", spec])
+            .args(generate)
+            .args(opts),
+    );
     assert_eq!(ours.split_whitespace().count(), 8, "{spec}: {ours:?}");
     assert_eq!(ours, theirs, "{spec}: kiln-run vs kiln generate");
-    let _ = std::fs::remove_dir_all(&dir);
+    art
 }
 
 #[test]
@@ -200,6 +214,25 @@ fn tiny_decoder_matches_kiln() {
 #[test]
 fn llama_tiny_matches_kiln() {
     check_model("llama-tiny", "llama", "5,17,3,60,2,250,9");
+}
+
+/// `--weights bf16|f16`: the artifact stores the matrices rounded (half the
+/// bytes; the norms stay f32), `kiln-run` reads them as stored, and its
+/// logits and ids equal the JIT's, which rounds the f32 checkpoint at load.
+#[test]
+fn narrow_weights_artifact_matches_kiln() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/llama-gqa-tied");
+    for (weights, stored) in [("bf16", "BF16"), ("f16", "F16")] {
+        let dir = tempdir(&format!("narrow-{weights}"));
+        let art = check_compiled(spec, &dir, "5,17,3,60,2,95,0,41", &["--weights", weights]);
+        let w = Weights::open(art.join("weights.safetensors")).unwrap();
+        for name in w.names() {
+            let want = if name.contains("norm") { "F32" } else { stored };
+            let got = format!("{:?}", w.dtype(name).unwrap());
+            assert_eq!(got, want, "{weights}: {name}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]
@@ -213,7 +246,7 @@ fn golden_llama_gqa_tied_matches_kiln() {
 #[test]
 fn text_stats_version_and_errors() {
     let dir = tempdir("text");
-    let art = compile("tiny-decoder", &dir);
+    let art = compile("tiny-decoder", &dir, &[]);
 
     // A prompt streams the same text as `kiln generate` (bytes model).
     let prompt = ["--prompt", "Hello", "--max-new-tokens", "12"];
@@ -397,9 +430,9 @@ fn every_golden_config_logits_match_kiln() {
         let tokens = tokens.join(",");
         let tmp = tempdir(&format!("golden-{name}"));
         let spec = dir.to_str().unwrap();
-        let art = compile(spec, &tmp);
-        same_logits(spec, &art, &tmp, &tokens, false);
-        same_logits(spec, &art, &tmp, &tokens, true);
+        let art = compile(spec, &tmp, &[]);
+        same_logits(spec, &art, &tmp, &tokens, false, &[]);
+        same_logits(spec, &art, &tmp, &tokens, true, &[]);
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }
@@ -409,7 +442,7 @@ fn every_golden_config_logits_match_kiln() {
 #[test]
 fn default_model_text_matches_kiln_generate() {
     let dir = tempdir("default");
-    let art = compile("default", &dir);
+    let art = compile("default", &dir, &[]);
     let prompt = ["--prompt", "And God said", "--max-new-tokens", "16"];
     let ours = stdout(kiln_run().arg(&art).args(prompt));
     let theirs = stdout(kiln().args(["generate", "--model", "default"]).args(prompt));

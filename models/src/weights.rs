@@ -512,3 +512,60 @@ impl ParamSource for Weights {
         }
     }
 }
+
+/// [`Weights`] read as a plan declares them (see [`Weights::as_declared`]).
+pub struct AsDeclared<'a> {
+    weights: &'a Weights,
+    /// Parameters declared `f16`/`bf16`, by name.
+    half: BTreeMap<String, DType>,
+}
+
+impl Weights {
+    /// These weights as parameters declared with `declared` (name, dtype):
+    /// a tensor stored in the `f16`/`bf16` it is declared as is lent as its
+    /// mapped bytes, not widened to f32 as a mapped float otherwise is (an
+    /// artifact compiled with `--weights f16` stores its matrices so).
+    pub fn as_declared(
+        &self,
+        declared: impl IntoIterator<Item = (String, DType)>,
+    ) -> AsDeclared<'_> {
+        let half = declared
+            .into_iter()
+            .filter(|(_, d)| matches!(d, DType::F16 | DType::BF16))
+            .collect();
+        AsDeclared {
+            weights: self,
+            half,
+        }
+    }
+}
+
+impl ParamSource for AsDeclared<'_> {
+    fn param(&self, name: &str) -> Option<&Tensor> {
+        self.weights.param(name)
+    }
+
+    fn param_bytes(&self, name: &str) -> Option<kiln_ir::interp::ParamBytes<'_>> {
+        if let Some(&want) = self.half.get(name) {
+            let stored = match self.weights.dtype(name)? {
+                Dtype::F16 => Some(DType::F16),
+                Dtype::BF16 => Some(DType::BF16),
+                _ => None,
+            };
+            if stored == Some(want) {
+                if let Some(bytes) = self.weights.stored_bytes(name) {
+                    return Some(kiln_ir::interp::ParamBytes {
+                        dtype: want,
+                        shape: self.weights.shape(name)?.to_vec(),
+                        bytes: std::borrow::Cow::Borrowed(bytes),
+                    });
+                }
+            }
+        }
+        self.weights.param_bytes(name)
+    }
+
+    fn release(&self, name: &str) {
+        self.weights.release(name);
+    }
+}

@@ -125,8 +125,8 @@ impl Pass for Lossy {
         if let Some(to) = opts.weights {
             let n = crate::narrow::narrow_weights(&mut graph, to)?;
             said.push(format!(
-                "weights stored as {to}: {} weight(s) cast, read by {} matmul(s) and {} gather(s)",
-                n.weights, n.matmuls, n.gathers
+                "weights stored as {to}: {} weight(s) ({} declared {to}, {} cast at load), read by {} matmul(s) and {} gather(s)",
+                n.weights, n.declared, n.weights - n.declared, n.matmuls, n.gathers
             ));
         }
         if said.is_empty() {

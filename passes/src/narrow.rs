@@ -8,9 +8,14 @@
 //! chain over `cast(weight, narrow)`. The matmul's type rule widens a
 //! narrow right operand exactly (`kiln_ir::Op::MatMul`), so the only change
 //! in value is the weight's one rounding, which the graph states and the
-//! interpreter reproduces. The cast depends on the weight alone: the
-//! runtime computes it once at load and drops the `f32` copy when nothing
-//! else reads it, so decode streams half the bytes per token.
+//! interpreter reproduces.
+//!
+//! A weight that nothing else reads is then declared narrow outright: the
+//! cast becomes `param name : f16[..]`, and whoever supplies the weights
+//! rounds the stored f32 tensor once (`kiln::NarrowWeights`; an artifact
+//! stores the rounded tensor, half the bytes). A weight with other readers
+//! keeps its cast, which depends on the weight alone: the runtime computes
+//! it once at load. Either way decode streams half the bytes per token.
 //!
 //! An embedding, `gather(weight, ids)` with the weight (through moves) as
 //! the table, becomes `cast(gather(narrow table, ids), f32)`: the rows read
@@ -35,6 +40,8 @@ pub struct Narrowed {
     pub gathers: usize,
     /// Distinct weights cast.
     pub weights: usize,
+    /// Of those, the ones declared narrow (nothing else reads them).
+    pub declared: usize,
 }
 
 /// Rewrites every matmul of an `f32` weight, and every gather from one, to
@@ -89,6 +96,34 @@ pub fn narrow_weights(g: &mut Graph, to: DType) -> Result<Narrowed, PassError> {
         }
     }
     done.weights = narrow.casts.len();
+    // The replaced readers and the moves they read leave dead nodes behind,
+    // which would count as other readers of their weights.
+    g.remove_dead();
+    // In node order, so that the graph (and kernel names) are the same every run.
+    let mut casts: Vec<(NodeId, Value)> = narrow.casts.iter().map(|(&w, &c)| (w, c)).collect();
+    casts.sort_by_key(|&(w, _)| w);
+    for (weight, cast) in casts {
+        let only_cast = g.users(weight).iter().all(|u| u.0 == cast.node)
+            && !g.outputs().iter().any(|o| o.value.node == weight);
+        let Op::Param { name, ty } = g.node(weight).op.clone() else {
+            continue;
+        };
+        if !only_cast {
+            continue;
+        }
+        let declared = g
+            .add(
+                Op::Param {
+                    name,
+                    ty: ty.with_dtype(to),
+                },
+                &[],
+            )
+            .map_err(rebuild)?;
+        replace(g, cast.node, declared, g.node(weight).loc.clone())?;
+        g.remove_node(weight).map_err(rebuild)?;
+        done.declared += 1;
+    }
     Ok(done)
 }
 
