@@ -229,6 +229,33 @@ fn sampling_defaults(generation: Option<&Value>) -> SamplingConfig {
 /// state inputs zero-filled with a cache of exactly `tokens.len()` rows, and
 /// `past = 0`. The oracle `kiln run --check` and the tests compare against.
 pub fn reference_logits(model: &LoadedModel, tokens: &[u32]) -> Result<kiln_ir::Tensor, KilnError> {
+    reference_logits_of(&model.graph, &model.weights, tokens)
+}
+
+/// [`reference_logits`] of the model with its weight matrices stored as
+/// `to` (`--weights f16|bf16`): the interpreter on the graph after the
+/// `lossy` pass, the weights rounded as the JIT rounds them — what the
+/// compiled model computes, up to f32 arithmetic.
+pub fn reference_logits_narrow(
+    model: &LoadedModel,
+    tokens: &[u32],
+    to: kiln_ir::DType,
+) -> Result<kiln_ir::Tensor, KilnError> {
+    let opts = kiln_passes::PassOptions {
+        weights: Some(to),
+        ..Default::default()
+    };
+    let (graph, _) =
+        kiln_passes::PassManager::from_names(&["lossy"])?.run(model.graph.clone(), &opts)?;
+    let weights = crate::NarrowWeights::new(&model.weights, &graph, to);
+    reference_logits_of(&graph, &weights, tokens)
+}
+
+fn reference_logits_of(
+    graph: &kiln_ir::Graph,
+    weights: &dyn kiln_ir::interp::ParamSource,
+    tokens: &[u32],
+) -> Result<kiln_ir::Tensor, KilnError> {
     use kiln_ir::{interp, Bindings, Tensor};
     let n = tokens.len();
     let sizes: Bindings = [("past", 0), ("ctx", n as i64), ("seq", n as i64)]
@@ -236,7 +263,7 @@ pub fn reference_logits(model: &LoadedModel, tokens: &[u32]) -> Result<kiln_ir::
         .map(|(k, v)| (k.to_string(), v))
         .collect();
     let mut inputs = std::collections::BTreeMap::new();
-    for (name, ty) in model.graph.input_names().zip(model.graph.input_types()) {
+    for (name, ty) in graph.input_names().zip(graph.input_types()) {
         let t = if name == "tokens" {
             Tensor::i32(vec![n], tokens.iter().map(|&t| t as i32).collect())
                 .expect("length matches")
@@ -252,13 +279,13 @@ pub fn reference_logits(model: &LoadedModel, tokens: &[u32]) -> Result<kiln_ir::
         sizes: [("past".to_string(), 0)].into_iter().collect(),
         ..Default::default()
     };
-    let uses_past = model.graph.symbols().iter().any(|s| s == "past");
+    let uses_past = graph.symbols().iter().any(|s| s == "past");
     let opts = if uses_past {
         opts
     } else {
         interp::EvalOptions::default()
     };
-    let mut out = interp::eval_with(&model.graph, &inputs, &model.weights, &opts)
+    let mut out = interp::eval_with(graph, &inputs, weights, &opts)
         .map_err(|e| KilnError::Model(format!("reference interpreter: {e}")))?;
     out.remove("logits")
         .ok_or_else(|| KilnError::Model("the model has no `logits` output".into()))

@@ -420,8 +420,8 @@ fn explain_shows_the_rules_behind_each_kernel() {
 }
 
 /// `--weights f16|bf16`: after the `lossy` pass the weights are declared
-/// bf16, the run generates text; a dtype it cannot store is a clear error
-/// naming the choices.
+/// bf16; the run generates text and passes `--check`; a dtype it cannot
+/// store is a clear error naming the choices.
 #[test]
 fn weights_option_narrows_and_bad_values_are_clear() {
     let o = kiln(&[
@@ -437,9 +437,23 @@ fn weights_option_narrows_and_bad_values_are_clear() {
     let text = stdout(&o);
     // The weights are declared bf16 (nothing else reads them).
     assert!(text.contains("q_proj.weight\" : bf16["), "{text}");
-    let o = kiln(&["run", "--weights", "f16", "--max-new-tokens", "8"]);
+    // `--check` holds the compiled model to the interpreter on the graph
+    // after `lossy`, with the weights rounded the same way.
+    let o = kiln(&[
+        "run",
+        "--weights",
+        "f16",
+        "--max-new-tokens",
+        "8",
+        "--check",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stdout(&o).trim().is_empty());
+    assert!(
+        stderr(&o).contains("check: compiled vs reference"),
+        "{}",
+        stderr(&o)
+    );
     let o = kiln(&["run", "--weights", "i8"]);
     assert!(!o.status.success());
     let err = stderr(&o);

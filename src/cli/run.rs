@@ -14,12 +14,14 @@ pub struct Args {
     #[command(flatten)]
     common: Common,
     /// Also run the reference interpreter on the prompt and print the
-    /// relative L2 difference of the logits (fails above 1e-4).
+    /// relative L2 difference of the logits (fails above 1e-4). With
+    /// `--weights f16|bf16` the interpreter rounds the weights the same way.
     #[arg(long)]
     check: bool,
 }
 
 pub fn run(mut args: Args, passes: PassOptions) -> anyhow::Result<()> {
+    let weights = passes.weights;
     let c = &mut args.common;
     if c.prompt.is_none() && c.tokens.is_none() {
         c.prompt = Some("And God said".into());
@@ -43,7 +45,11 @@ pub fn run(mut args: Args, passes: PassOptions) -> anyhow::Result<()> {
         };
         kiln_runtime::generate::LanguageModel::reset(&mut lm).map_err(anyhow::Error::msg)?;
         let compiled = lm.forward_all(&prompt)?.to_f64_vec();
-        let reference: Tensor = kiln::model::reference_logits(&model, &prompt)?;
+        // With narrow weights the oracle rounds them the same way.
+        let reference: Tensor = match weights {
+            Some(to) => kiln::model::reference_logits_narrow(&model, &prompt, to)?,
+            None => kiln::model::reference_logits(&model, &prompt)?,
+        };
         let err = rel_l2(&compiled, &reference.to_f64_vec());
         eprintln!(
             "check: compiled vs reference interpreter on the {}-token prompt: relative L2 error {err:.2e}",
