@@ -98,3 +98,73 @@ impl ParamSource for NarrowWeights<'_> {
         self.inner.release(name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// The bytes the JIT loads (`param_bytes`, rounded element by element)
+    /// equal the tensor an artifact stores (`param`, rounded through the
+    /// interpreter's `Tensor::from_f64`), for values at every edge of f16
+    /// and bf16: ties, subnormals, overflow to infinity, infinities, NaN.
+    #[test]
+    fn loaded_bytes_equal_the_stored_tensor() {
+        let mut vals: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            1.0 + f32::EPSILON,
+            1.000_976_6, // 1 + 2^-10: an f16 tie region
+            1.003_906_2, // 1 + 2^-8: a bf16 tie
+            65504.0,
+            65520.0, // rounds to f16 infinity
+            1e-8,    // f16 subnormal range / underflow
+            5.96e-8,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        let mut x: u32 = 0x1234_5678;
+        for _ in 0..4096 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = f32::from_bits(x);
+            if v.is_finite() {
+                vals.push(v);
+            }
+        }
+        let t = Tensor::f32(vec![vals.len()], vals.clone()).unwrap();
+        let source: HashMap<String, Tensor> = HashMap::from([("w".to_string(), t)]);
+        for to in [DType::F16, DType::BF16] {
+            let ty = TensorType::new(to, vec![vals.len().into()]);
+            let declared = BTreeMap::from([("w".to_string(), ty)]);
+            let narrow = NarrowWeights::from_declared(&source, declared, to);
+            let loaded = narrow.param_bytes("w").unwrap();
+            assert_eq!(loaded.dtype, to);
+            let stored = narrow.param("w").unwrap();
+            assert_eq!(stored.dtype(), to);
+            assert_eq!(loaded.bytes.as_ref(), stored.to_bytes().as_slice(), "{to}");
+        }
+        // NaN stays NaN either way (its payload may differ).
+        let nan = HashMap::from([(
+            "w".to_string(),
+            Tensor::f32(vec![1], vec![f32::NAN]).unwrap(),
+        )]);
+        for to in [DType::F16, DType::BF16] {
+            let ty = TensorType::new(to, vec![1usize.into()]);
+            let narrow =
+                NarrowWeights::from_declared(&nan, BTreeMap::from([("w".to_string(), ty)]), to);
+            let b = narrow.param_bytes("w").unwrap();
+            let bits = u16::from_le_bytes([b.bytes[0], b.bytes[1]]);
+            let (exponent, mantissa) = match to {
+                DType::F16 => (0x7C00, 0x03FF),
+                _ => (0x7F80, 0x007F),
+            };
+            let is_nan = bits & exponent == exponent && bits & mantissa != 0;
+            assert!(is_nan, "{to}: {bits:#06x}");
+        }
+    }
+}
