@@ -437,6 +437,18 @@ fn weights_option_narrows_and_bad_values_are_clear() {
     let text = stdout(&o);
     // The weights are declared bf16 (nothing else reads them).
     assert!(text.contains("q_proj.weight\" : bf16["), "{text}");
+    // `--explain` names the step, before `layout` makes the matmul_t.
+    let o = kiln(&[
+        "inspect",
+        "--model",
+        "llama-tiny",
+        "--weights",
+        "bf16",
+        "--explain",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let chain = "lossy: narrow-weights -> matmul; layout: transpose-into-matmul_t -> matmul_t";
+    assert!(stdout(&o).contains(chain), "{}", stdout(&o));
     // `--check` holds the compiled model to the interpreter on the graph
     // after `lossy`, with the weights rounded the same way.
     let o = kiln(&[

@@ -10,11 +10,12 @@
 //!   [`crate::narrow`]): linear layers read their weights as `f16`/`bf16`.
 
 use crate::error::PassError;
-use crate::manager::Pass;
+use crate::manager::{Pass, PassInput, PassOutput};
 use crate::options::PassOptions;
+use crate::provenance::{Step, What};
 use kiln_ir::attention::PrFlashOp;
 use kiln_ir::op::F64Bits;
-use kiln_ir::{Graph, Op, Value};
+use kiln_ir::{Graph, NodeId, Op, Value};
 
 /// The options of PrFlashAttention (DESIGN.md §4).
 #[derive(Clone, Debug, PartialEq)]
@@ -115,29 +116,78 @@ impl Pass for Lossy {
     }
     fn run_with_detail(
         &self,
-        mut graph: Graph,
+        graph: Graph,
         opts: &PassOptions,
     ) -> Result<(Graph, String), PassError> {
-        let mut said = Vec::new();
-        if let Some(cfg) = &opts.prflash {
-            said.push(prflash(&mut graph, cfg)?);
+        rewrite(graph, opts).map(|(g, detail, _)| (g, detail))
+    }
+
+    /// Each node a transform made carries the history of the node it
+    /// replaces, plus this pass's step (`--explain` shows why a matmul reads
+    /// a narrow weight).
+    fn run_traced(&self, input: PassInput, opts: &PassOptions) -> Result<PassOutput, PassError> {
+        let marks = input.provenance.marks(&input.graph);
+        let old = input.provenance.clone();
+        let (graph, detail, replaced) = rewrite(input.graph, opts)?;
+        let mut provenance = old.carried(&marks, &graph);
+        for (from, to, rule, made) in replaced {
+            let step = Step {
+                seq: input.seq,
+                pass: "lossy",
+                what: What::Rule {
+                    order: 0,
+                    rule,
+                    made: Some(made),
+                },
+            };
+            provenance.add(to, old.steps(from));
+            provenance.add(to, &[step]);
         }
-        if let Some(to) = opts.weights {
-            let n = crate::narrow::narrow_weights(&mut graph, to)?;
-            said.push(format!(
-                "weights stored as {to}: {} weight(s) ({} declared {to}, {} cast at load), read by {} matmul(s) and {} gather(s)",
-                n.weights, n.declared, n.weights - n.declared, n.matmuls, n.gathers
-            ));
-        }
-        if said.is_empty() {
-            said.push("none requested".into());
-        }
-        Ok((graph, said.join("; ")))
+        Ok(PassOutput {
+            graph,
+            detail,
+            phases: Vec::new(),
+            provenance,
+        })
     }
 }
 
+/// A replaced node, its replacement, the transform and the op it made.
+type Replaced = (NodeId, NodeId, &'static str, &'static str);
+
+/// The requested transforms, in order; the detail line and what each replaced.
+fn rewrite(
+    mut graph: Graph,
+    opts: &PassOptions,
+) -> Result<(Graph, String, Vec<Replaced>), PassError> {
+    let mut said = Vec::new();
+    let mut replaced = Vec::new();
+    if let Some(cfg) = &opts.prflash {
+        said.push(prflash(&mut graph, cfg, &mut replaced)?);
+    }
+    if let Some(to) = opts.weights {
+        let n = crate::narrow::narrow_weights(&mut graph, to)?;
+        said.push(format!(
+            "weights stored as {to}: {} weight(s) ({} declared {to}, {} cast at load), read by {} matmul(s) and {} gather(s)",
+            n.weights, n.declared, n.weights - n.declared, n.matmuls, n.gathers
+        ));
+        for &(from, to) in &n.replaced {
+            let made = graph.node(to).op.name();
+            replaced.push((from, to, "narrow-weights", made));
+        }
+    }
+    if said.is_empty() {
+        said.push("none requested".into());
+    }
+    Ok((graph, said.join("; "), replaced))
+}
+
 /// Every causal attention without a bias or slopes becomes PrFlashAttention.
-fn prflash(graph: &mut Graph, cfg: &PrFlashConfig) -> Result<String, PassError> {
+fn prflash(
+    graph: &mut Graph,
+    cfg: &PrFlashConfig,
+    replaced: &mut Vec<Replaced>,
+) -> Result<String, PassError> {
     let (mut done, mut kept) = (0, 0);
     let ids: Vec<_> = graph.node_ids().collect();
     for n in ids {
@@ -168,6 +218,7 @@ fn prflash(graph: &mut Graph, cfg: &PrFlashConfig) -> Result<String, PassError> 
             .replace_uses(Value::new(n, 0), Value::new(new, 0))
             .map_err(rebuild)?;
         graph.remove_node(n).map_err(rebuild)?;
+        replaced.push((n, new, "prflash", "prflash_attention"));
         done += 1;
     }
     Ok(format!(

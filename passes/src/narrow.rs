@@ -34,6 +34,9 @@ pub const NARROW: [DType; 2] = [DType::F16, DType::BF16];
 /// What [`narrow_weights`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Narrowed {
+    /// Each reader replaced, and the node that stands for it now (the new
+    /// matmul; the widening cast after a gather).
+    pub replaced: Vec<(NodeId, NodeId)>,
     /// Matmuls that now read a narrow weight.
     pub matmuls: usize,
     /// Gathers (embeddings) that now read a narrow table.
@@ -79,6 +82,7 @@ pub fn narrow_weights(g: &mut Graph, to: DType) -> Result<Narrowed, PassError> {
                 };
                 let new = g.add(op, &[a, b]).map_err(rebuild)?;
                 replace(g, n, new, loc)?;
+                done.replaced.push((n, new.node));
                 done.matmuls += 1;
             }
             Op::Gather { .. } => {
@@ -90,6 +94,7 @@ pub fn narrow_weights(g: &mut Graph, to: DType) -> Result<Narrowed, PassError> {
                 g.set_loc(rows.node, loc.clone());
                 let wide = g.add(Op::Cast(DType::F32), &[rows]).map_err(rebuild)?;
                 replace(g, n, wide, loc)?;
+                done.replaced.push((n, wide.node));
                 done.gathers += 1;
             }
             _ => {}

@@ -170,3 +170,37 @@ fn passes_without_history_keep_it_for_nodes_they_leave_alone() {
     let t = pm.run_traced(mul_one(), &PassOptions::default()).unwrap();
     assert_eq!(rules(&t.provenance, &t.graph, "fused"), vec!["mul-one"]);
 }
+
+/// The `lossy` transforms show in the chain: every linear layer reads a
+/// narrow weight; a causal attention made block-sparse keeps its
+/// recognition before the `prflash` step. (Llama's `matmul_t` chain, with
+/// `layout` after `lossy`, is checked by `tests/cli.rs`.)
+#[test]
+fn lossy_transforms_show_in_the_chain() {
+    let g = Decoder::default().build();
+    let opts = PassOptions {
+        weights: Some(DType::BF16),
+        prflash: Some(kiln_passes::lossy::PrFlashConfig::default()),
+        ..PassOptions::default()
+    };
+    let t = PassManager::for_options(&opts)
+        .run_traced(g, &opts)
+        .unwrap();
+    let text = explain(&t.graph, &t.provenance, true);
+    // This decoder stores its weights `[in, out]`: plain matmuls.
+    let linear: Vec<&str> = text.lines().filter(|l| l.contains(" matmul at ")).collect();
+    assert!(!linear.is_empty(), "{text}");
+    for l in &linear {
+        assert!(l.contains("lossy: narrow-weights -> matmul"), "{l}");
+    }
+    let sparse: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("prflash_attention at "))
+        .collect();
+    assert!(!sparse.is_empty(), "{text}");
+    for l in &sparse {
+        let recog = l.find("recognize: flash-attention").expect(l);
+        let lossy = l.find("lossy: prflash -> prflash_attention").expect(l);
+        assert!(recog < lossy, "{l}");
+    }
+}
