@@ -12,7 +12,7 @@ use crate::jit::{kernel_specs, KilnError};
 use crate::model::{LoadedModel, TextCodec};
 use kiln_codegen::GpuArch;
 use kiln_ir::interp::ParamSource;
-use kiln_ir::{Tensor, TensorType};
+use kiln_ir::Tensor;
 use kiln_passes::{CostTarget, PassManager, PassOptions};
 use kiln_runtime::artifact::{self, Codec, GenerationInfo, Manifest, TargetSpec};
 use kiln_runtime::plan::Storage;
@@ -131,7 +131,10 @@ pub fn compile_artifact(
 
         progress("write");
         let t = Instant::now();
-        write_model_files(model, &plan, passes.weights, &staging)?;
+        let rounded = passes
+            .weights
+            .map(|to| crate::NarrowWeights::new(&model.weights, &kernel_graph, to));
+        write_model_files(model, &plan, rounded.as_ref(), &staging)?;
         let manifest = artifact::write_manifest(
             &staging,
             target,
@@ -168,7 +171,7 @@ pub fn compile_artifact(
 fn write_model_files(
     model: &LoadedModel,
     plan: &Plan,
-    narrow: Option<kiln_ir::DType>,
+    rounded: Option<&crate::NarrowWeights>,
     dir: &Path,
 ) -> Result<(), KilnError> {
     let plan_json = serde_json::to_vec(plan)
@@ -177,22 +180,11 @@ fn write_model_files(
 
     // Borrowed: the weights are written where they lie, not copied first
     // (but for the rounded ones).
-    let rounded: Option<crate::NarrowWeights> = narrow.map(|to| {
-        let declared: BTreeMap<String, TensorType> = plan
-            .buffers
-            .iter()
-            .filter_map(|b| match &b.storage {
-                Storage::Param(name) => Some((name.clone(), b.ty.clone())),
-                _ => None,
-            })
-            .collect();
-        crate::NarrowWeights::from_declared(&model.weights, declared, to)
-    });
     let mut weights: BTreeMap<String, &Tensor> = BTreeMap::new();
     for b in &plan.buffers {
         if let Storage::Param(name) = &b.storage {
-            let t = match &rounded {
-                Some(r) if b.ty.dtype != kiln_ir::DType::F32 => r.param(name).ok_or_else(|| {
+            let t = match rounded {
+                Some(r) if r.rounds(name) => r.param(name).ok_or_else(|| {
                     KilnError::Model(format!("weight {name} ({}) is missing", b.ty))
                 })?,
                 _ => model.weights.get(name)?,

@@ -7,7 +7,7 @@
 //! rounded tensors, so `kiln-run` reads them as declared.
 
 use kiln_ir::interp::{round_bf16, round_f16, ParamBytes, ParamSource};
-use kiln_ir::{DType, Graph, Tensor, TensorType};
+use kiln_ir::{DType, Graph, Tensor};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -23,16 +23,8 @@ pub struct NarrowWeights<'a> {
 impl<'a> NarrowWeights<'a> {
     /// The weights `graph` declares as `to` (`f16`/`bf16`) are rounded.
     pub fn new(inner: &'a dyn ParamSource, graph: &Graph, to: DType) -> Self {
-        Self::from_declared(inner, graph.params(), to)
-    }
-
-    /// The weights `declared` (name and declared type) as `to` are rounded.
-    pub fn from_declared(
-        inner: &'a dyn ParamSource,
-        declared: BTreeMap<String, TensorType>,
-        to: DType,
-    ) -> Self {
-        let rounded = declared
+        let rounded = graph
+            .params()
             .into_iter()
             .filter(|(_, ty)| ty.dtype == to)
             .map(|(name, _)| (name, OnceLock::new()))
@@ -40,14 +32,9 @@ impl<'a> NarrowWeights<'a> {
         NarrowWeights { inner, to, rounded }
     }
 
-    /// How many weights are rounded when read.
-    pub fn len(&self) -> usize {
-        self.rounded.len()
-    }
-
-    /// True when no weight is declared narrow.
-    pub fn is_empty(&self) -> bool {
-        self.rounded.is_empty()
+    /// Whether weight `name` is one this rounds.
+    pub fn rounds(&self, name: &str) -> bool {
+        self.rounded.contains_key(name)
     }
 }
 
@@ -60,23 +47,22 @@ fn round_bits(x: f32, to: DType) -> u16 {
 }
 
 impl ParamSource for NarrowWeights<'_> {
+    /// A rounded weight is [`ParamSource::param_bytes`]'s bytes as a tensor,
+    /// made once.
     fn param(&self, name: &str) -> Option<&Tensor> {
         let Some(cell) = self.rounded.get(name) else {
             return self.inner.param(name);
         };
         cell.get_or_init(|| {
-            let t = self.inner.param(name)?;
-            if t.dtype() != DType::F32 {
-                return Some(t.clone());
-            }
-            Tensor::from_f64(self.to, t.shape.clone(), &t.to_f64_vec()).ok()
+            let p = self.param_bytes(name, self.to)?;
+            Tensor::from_bytes(p.dtype, p.shape, &p.bytes).ok()
         })
         .as_ref()
     }
 
-    fn param_bytes(&self, name: &str) -> Option<ParamBytes<'_>> {
-        let p = self.inner.param_bytes(name)?;
-        if !self.rounded.contains_key(name) || p.dtype != DType::F32 {
+    fn param_bytes(&self, name: &str, declared: DType) -> Option<ParamBytes<'_>> {
+        let p = self.inner.param_bytes(name, declared)?;
+        if !self.rounds(name) || p.dtype != DType::F32 {
             return Some(p);
         }
         let bytes = p
@@ -102,12 +88,23 @@ impl ParamSource for NarrowWeights<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_ir::TensorType;
     use std::collections::HashMap;
 
+    /// A graph declaring one weight `w` of `n` values as `to`.
+    fn declaring(n: usize, to: DType) -> Graph {
+        let mut g = Graph::new("w");
+        let ty = TensorType::new(to, vec![n.into()]);
+        let name = "w".to_string();
+        g.add(kiln_ir::Op::Param { name, ty }, &[]).unwrap();
+        g
+    }
+
     /// The bytes the JIT loads (`param_bytes`, rounded element by element)
-    /// equal the tensor an artifact stores (`param`, rounded through the
-    /// interpreter's `Tensor::from_f64`), for values at every edge of f16
-    /// and bf16: ties, subnormals, overflow to infinity, infinities, NaN.
+    /// equal the interpreter's rounding (`Tensor::from_f64`), and the tensor
+    /// `kiln compile` stores (`param`) equals them too, for values at every
+    /// edge of f16 and bf16: ties, subnormals, overflow to infinity,
+    /// infinities, NaN.
     #[test]
     fn loaded_bytes_equal_the_stored_tensor() {
         let mut vals: Vec<f32> = vec![
@@ -137,16 +134,17 @@ mod tests {
             }
         }
         let t = Tensor::f32(vec![vals.len()], vals.clone()).unwrap();
+        let wide: Vec<f64> = vals.iter().map(|&v| v as f64).collect();
         let source: HashMap<String, Tensor> = HashMap::from([("w".to_string(), t)]);
         for to in [DType::F16, DType::BF16] {
-            let ty = TensorType::new(to, vec![vals.len().into()]);
-            let declared = BTreeMap::from([("w".to_string(), ty)]);
-            let narrow = NarrowWeights::from_declared(&source, declared, to);
-            let loaded = narrow.param_bytes("w").unwrap();
+            let g = declaring(vals.len(), to);
+            let narrow = NarrowWeights::new(&source, &g, to);
+            let loaded = narrow.param_bytes("w", to).unwrap();
             assert_eq!(loaded.dtype, to);
+            let want = Tensor::from_f64(to, vec![vals.len()], &wide).unwrap();
+            assert_eq!(loaded.bytes.as_ref(), want.to_bytes().as_slice(), "{to}");
             let stored = narrow.param("w").unwrap();
-            assert_eq!(stored.dtype(), to);
-            assert_eq!(loaded.bytes.as_ref(), stored.to_bytes().as_slice(), "{to}");
+            assert_eq!(stored, &want, "{to}");
         }
         // NaN stays NaN either way (its payload may differ).
         let nan = HashMap::from([(
@@ -154,10 +152,9 @@ mod tests {
             Tensor::f32(vec![1], vec![f32::NAN]).unwrap(),
         )]);
         for to in [DType::F16, DType::BF16] {
-            let ty = TensorType::new(to, vec![1usize.into()]);
-            let narrow =
-                NarrowWeights::from_declared(&nan, BTreeMap::from([("w".to_string(), ty)]), to);
-            let b = narrow.param_bytes("w").unwrap();
+            let g = declaring(1, to);
+            let narrow = NarrowWeights::new(&nan, &g, to);
+            let b = narrow.param_bytes("w", to).unwrap();
             let bits = u16::from_le_bytes([b.bytes[0], b.bytes[1]]);
             let (exponent, mantissa) = match to {
                 DType::F16 => (0x7C00, 0x03FF),

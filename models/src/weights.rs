@@ -487,20 +487,33 @@ impl ParamSource for Weights {
     }
 
     /// The mapped bytes themselves when the stored type loads unchanged
-    /// (f32 and the integer types): no converted tensor is made or kept.
-    fn param_bytes(&self, name: &str) -> Option<kiln_ir::interp::ParamBytes<'_>> {
+    /// (f32 and the integer types), or is the f16/bf16 the buffer is
+    /// `declared` as (an artifact compiled with `--weights` stores its
+    /// matrices so; otherwise a mapped half is widened to f32): no converted
+    /// tensor is made or kept.
+    fn param_bytes(&self, name: &str, declared: DType) -> Option<kiln_ir::interp::ParamBytes<'_>> {
         let stored = self.resolve(name)?;
         let e = &self.entries[stored];
+        let as_declared = matches!(
+            (e.dtype, declared),
+            (Dtype::F16, DType::F16) | (Dtype::BF16, DType::BF16)
+        );
         let unchanged = matches!(
             e.dtype,
             Dtype::F32 | Dtype::I32 | Dtype::I64 | Dtype::U8 | Dtype::I8
         );
         match (&e.file, e.loaded.get()) {
-            (Some(file), None) if unchanged => Some(kiln_ir::interp::ParamBytes {
-                dtype: e.dtype.loaded(),
-                shape: e.shape.clone(),
-                bytes: std::borrow::Cow::Borrowed(file.bytes(stored)?),
-            }),
+            (Some(file), loaded) if as_declared || (unchanged && loaded.is_none()) => {
+                Some(kiln_ir::interp::ParamBytes {
+                    dtype: if as_declared {
+                        declared
+                    } else {
+                        e.dtype.loaded()
+                    },
+                    shape: e.shape.clone(),
+                    bytes: std::borrow::Cow::Borrowed(file.bytes(stored)?),
+                })
+            }
             _ => {
                 let t = self.get(name).ok()?;
                 Some(kiln_ir::interp::ParamBytes {
@@ -510,62 +523,5 @@ impl ParamSource for Weights {
                 })
             }
         }
-    }
-}
-
-/// [`Weights`] read as a plan declares them (see [`Weights::as_declared`]).
-pub struct AsDeclared<'a> {
-    weights: &'a Weights,
-    /// Parameters declared `f16`/`bf16`, by name.
-    half: BTreeMap<String, DType>,
-}
-
-impl Weights {
-    /// These weights as parameters declared with `declared` (name, dtype):
-    /// a tensor stored in the `f16`/`bf16` it is declared as is lent as its
-    /// mapped bytes, not widened to f32 as a mapped float otherwise is (an
-    /// artifact compiled with `--weights f16` stores its matrices so).
-    pub fn as_declared(
-        &self,
-        declared: impl IntoIterator<Item = (String, DType)>,
-    ) -> AsDeclared<'_> {
-        let half = declared
-            .into_iter()
-            .filter(|(_, d)| matches!(d, DType::F16 | DType::BF16))
-            .collect();
-        AsDeclared {
-            weights: self,
-            half,
-        }
-    }
-}
-
-impl ParamSource for AsDeclared<'_> {
-    fn param(&self, name: &str) -> Option<&Tensor> {
-        self.weights.param(name)
-    }
-
-    fn param_bytes(&self, name: &str) -> Option<kiln_ir::interp::ParamBytes<'_>> {
-        if let Some(&want) = self.half.get(name) {
-            let stored = match self.weights.dtype(name)? {
-                Dtype::F16 => Some(DType::F16),
-                Dtype::BF16 => Some(DType::BF16),
-                _ => None,
-            };
-            if stored == Some(want) {
-                if let Some(bytes) = self.weights.stored_bytes(name) {
-                    return Some(kiln_ir::interp::ParamBytes {
-                        dtype: want,
-                        shape: self.weights.shape(name)?.to_vec(),
-                        bytes: std::borrow::Cow::Borrowed(bytes),
-                    });
-                }
-            }
-        }
-        self.weights.param_bytes(name)
-    }
-
-    fn release(&self, name: &str) {
-        self.weights.release(name);
     }
 }

@@ -519,11 +519,11 @@ fn released_tensors_read_back_unchanged() {
     assert!(!f.release("small"));
     assert!(!f.release("absent"));
     let w = Weights::open(&path).unwrap();
-    let lent = w.param_bytes("big").unwrap().bytes.to_vec();
+    let lent = w.param_bytes("big", DType::F32).unwrap().bytes.to_vec();
     w.release("big");
     assert_eq!(w.get("big").unwrap(), &tensors["big"]);
     assert_eq!(
-        w.param_bytes("big").unwrap().bytes.as_ref(),
+        w.param_bytes("big", DType::F32).unwrap().bytes.as_ref(),
         lent.as_slice()
     );
     let owned = parse(std::fs::read(&path).unwrap()).unwrap();

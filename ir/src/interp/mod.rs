@@ -106,10 +106,13 @@ pub trait ParamSource {
 
     /// Parameter `name` as its dtype, shape and little-endian bytes (the
     /// layout [`Tensor::to_bytes`] gives): what an executor copies into its
-    /// own memory. The default converts [`ParamSource::param`]; a store that
-    /// holds the bytes already (a mapped file) lends them, so loading makes
-    /// no converted copy on the way.
-    fn param_bytes(&self, name: &str) -> Option<ParamBytes<'_>> {
+    /// own memory, for a buffer `declared` with that dtype. The default
+    /// converts [`ParamSource::param`]; a store that holds the bytes already
+    /// (a mapped file) lends them, so loading makes no converted copy on the
+    /// way, and a store that holds them in the `declared` dtype may lend
+    /// them as stored instead of as [`ParamSource::param`] would convert them.
+    fn param_bytes(&self, name: &str, declared: crate::DType) -> Option<ParamBytes<'_>> {
+        let _ = declared;
         self.param(name).map(|t| ParamBytes {
             dtype: t.dtype(),
             shape: t.shape.clone(),

@@ -193,18 +193,6 @@ impl Artifact {
             .collect()
     }
 
-    /// The plan's weights and the dtypes it declares them with.
-    fn declared_params(&self) -> Vec<(String, kiln_ir::DType)> {
-        self.plan
-            .buffers
-            .iter()
-            .filter_map(|b| match &b.storage {
-                crate::plan::Storage::Param(name) => Some((name.clone(), b.ty.dtype)),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// The weights, memory-mapped.
     pub fn weights(&self) -> Result<kiln_models::weights::Weights, ArtifactError> {
         kiln_models::weights::Weights::open(self.path(WEIGHTS)).map_err(|e| {
@@ -296,7 +284,6 @@ impl Artifact {
             }
         })?;
         let weights = self.weights()?;
-        let weights = weights.as_declared(self.declared_params());
         CpuExecutor::new(self.plan.clone(), Arc::new(lib), &weights, opts).map_err(|e| {
             ArtifactError::Runtime {
                 dir: self.dir.clone(),
@@ -387,7 +374,6 @@ impl Artifact {
             source,
         })?;
         let weights = self.weights()?;
-        let weights = weights.as_declared(self.declared_params());
         let exe = CudaExecutor::new(
             self.plan.clone(),
             &ptx,

@@ -53,12 +53,13 @@ pub(crate) fn resident_one(
     let b = &plan.buffers[id];
     let buf = match &b.storage {
         Storage::Param(name) => {
-            let t = params
-                .param_bytes(name)
-                .ok_or_else(|| RuntimeError::MissingParam {
-                    name: name.clone(),
-                    expected: b.ty.to_string(),
-                })?;
+            let t =
+                params
+                    .param_bytes(name, b.ty.dtype)
+                    .ok_or_else(|| RuntimeError::MissingParam {
+                        name: name.clone(),
+                        expected: b.ty.to_string(),
+                    })?;
             let want = b.ty.eval_shape(&Bindings::new());
             let fits = t.dtype == b.ty.dtype
                 && want.as_ref().ok() == Some(&t.shape)
