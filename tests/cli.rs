@@ -11,6 +11,13 @@ fn kiln(args: &[&str]) -> std::process::Output {
         .expect("kiln runs")
 }
 
+/// [`kiln`], which must succeed (its stderr is the failure message).
+fn kiln_ok(args: &[&str]) -> std::process::Output {
+    let o = kiln(args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -31,7 +38,7 @@ fn models_lists_the_builtin_decoder() {
 fn inspect_text_round_trips_through_opt() {
     let dir = tempdir();
     for after in ["input", "canonicalize", "all"] {
-        let o = kiln(&[
+        let o = kiln_ok(&[
             "inspect",
             "--model",
             "tiny-decoder",
@@ -40,7 +47,6 @@ fn inspect_text_round_trips_through_opt() {
             "--after",
             after,
         ]);
-        assert!(o.status.success(), "{}", stderr(&o));
         let text = stdout(&o);
         let path = dir.join(format!("{after}.kir"));
         std::fs::write(&path, &text).unwrap();
@@ -106,7 +112,7 @@ fn inspect_json_dot_plan_and_mlir() {
 
 #[test]
 fn timings_end_with_the_optimize_line() {
-    let o = kiln(&[
+    let o = kiln_ok(&[
         "inspect",
         "--model",
         "tiny-decoder",
@@ -114,7 +120,6 @@ fn timings_end_with_the_optimize_line() {
         "all",
         "--timings",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let last = out.lines().last().unwrap();
     assert!(
@@ -126,7 +131,7 @@ fn timings_end_with_the_optimize_line() {
 #[test]
 fn dump_dir_gets_a_file_per_pass() {
     let dir = tempdir().join("dump");
-    let o = kiln(&[
+    kiln_ok(&[
         "inspect",
         "--model",
         "tiny-decoder",
@@ -136,7 +141,6 @@ fn dump_dir_gets_a_file_per_pass() {
         "--dump-dir",
         dir.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -153,8 +157,7 @@ fn dump_dir_gets_a_file_per_pass() {
 
 #[test]
 fn run_generates_text_from_the_embedded_model_and_checks_it() {
-    let o = kiln(&["run", "--max-new-tokens", "12", "--check", "--stats"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kiln_ok(&["run", "--max-new-tokens", "12", "--check", "--stats"]);
     let (out, err) = (stdout(&o), stderr(&o));
     assert!(out.starts_with("And God said"), "{out}");
     assert!(
@@ -237,8 +240,7 @@ fn logits_prefill_and_decode_match_the_golden_file() {
         if decode {
             args.push("--decode");
         }
-        let o = kiln(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
+        kiln_ok(&args);
         let got = kiln_models::weights::Weights::open(&out).unwrap();
         let got = got.get("logits").unwrap();
         assert_eq!(got.shape[0], 16);
@@ -252,7 +254,7 @@ fn logits_prefill_and_decode_match_the_golden_file() {
 fn generate_greedy_ids_match_the_golden_file() {
     let dir = golden("mamba-explicit-rank");
     let prompt = csv(&golden_ids(&dir, "greedy_prompt"));
-    let o = kiln(&[
+    let o = kiln_ok(&[
         "generate",
         "--model",
         &dir,
@@ -264,7 +266,6 @@ fn generate_greedy_ids_match_the_golden_file() {
         "0",
         "--ids",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let got: Vec<i64> = stdout(&o)
         .split_whitespace()
         .map(|t| t.parse().unwrap())
@@ -333,8 +334,7 @@ fn tempdir() -> std::path::PathBuf {
 /// last, identical layers optimized once; it cannot run.
 #[test]
 fn llama_7b_shape_inspects_with_timings_and_refuses_to_run() {
-    let o = kiln(&["inspect", "--model", "llama-7b-shape", "--timings"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kiln_ok(&["inspect", "--model", "llama-7b-shape", "--timings"]);
     let out = stdout(&o);
     for needle in [
         "canonicalize",
@@ -368,8 +368,7 @@ fn llama_7b_shape_inspects_with_timings_and_refuses_to_run() {
 /// (priced for the GPU; the CPU keeps mamba-tiny's step loop).
 #[test]
 fn explain_shows_the_rules_behind_each_kernel() {
-    let o = kiln(&["inspect", "--model", "llama-tiny", "--explain"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kiln_ok(&["inspect", "--model", "llama-tiny", "--explain"]);
     let out = stdout(&o);
     assert!(
         out.lines().any(
@@ -379,7 +378,7 @@ fn explain_shows_the_rules_behind_each_kernel() {
         "{out}"
     );
     assert!(out.contains("fuse: row kernel of "), "{out}");
-    let o = kiln(&[
+    let o = kiln_ok(&[
         "inspect",
         "--model",
         "mamba-tiny",
@@ -387,7 +386,6 @@ fn explain_shows_the_rules_behind_each_kernel() {
         "--target",
         "gpu",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
         out.lines()
@@ -396,7 +394,7 @@ fn explain_shows_the_rules_behind_each_kernel() {
         "{out}"
     );
     // After an earlier pass: the nodes a rewrite touched, and a count.
-    let o = kiln(&[
+    let o = kiln_ok(&[
         "inspect",
         "--model",
         "llama-tiny",
@@ -404,7 +402,6 @@ fn explain_shows_the_rules_behind_each_kernel() {
         "--after",
         "recognize",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
         out.contains("flash_attention at model.layers.0.self_attn: recognize: flash-attention"),
@@ -424,7 +421,7 @@ fn explain_shows_the_rules_behind_each_kernel() {
 /// store is a clear error naming the choices.
 #[test]
 fn weights_option_narrows_and_bad_values_are_clear() {
-    let o = kiln(&[
+    let o = kiln_ok(&[
         "inspect",
         "--model",
         "llama-tiny",
@@ -433,12 +430,11 @@ fn weights_option_narrows_and_bad_values_are_clear() {
         "--after",
         "lossy",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     // The weights are declared bf16 (nothing else reads them).
     assert!(text.contains("q_proj.weight\" : bf16["), "{text}");
     // `--explain` names the step, before `layout` makes the matmul_t.
-    let o = kiln(&[
+    let o = kiln_ok(&[
         "inspect",
         "--model",
         "llama-tiny",
@@ -446,12 +442,11 @@ fn weights_option_narrows_and_bad_values_are_clear() {
         "bf16",
         "--explain",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let chain = "lossy: narrow-weights -> matmul; layout: transpose-into-matmul_t -> matmul_t";
     assert!(stdout(&o).contains(chain), "{}", stdout(&o));
     // `--check` holds the compiled model to the interpreter on the graph
     // after `lossy`, with the weights rounded the same way.
-    let o = kiln(&[
+    let o = kiln_ok(&[
         "run",
         "--weights",
         "f16",
@@ -459,7 +454,6 @@ fn weights_option_narrows_and_bad_values_are_clear() {
         "8",
         "--check",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stdout(&o).trim().is_empty());
     assert!(
         stderr(&o).contains("check: compiled vs reference"),
