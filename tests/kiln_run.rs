@@ -243,6 +243,50 @@ fn golden_llama_gqa_tied_matches_kiln() {
 
 /// Text in, text out, statistics, version — and every broken artifact a
 /// one-line error.
+/// `--lockstep`: one id per line, each after a line of input; the same
+/// tokens as a free-running generation; end of input stops it cleanly.
+#[test]
+fn lockstep_waits_for_a_line_before_each_step() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempdir("lockstep");
+    let art = compile("tiny-decoder", &dir, &[]);
+    let args = ["--tokens", "5,6,7", "--max-new-tokens", "6"];
+    let free = stdout(kiln_run().arg(&art).args(args).arg("--ids"));
+    let json = dir.join("stats.json");
+    let mut child = kiln_run()
+        .arg(&art)
+        .args(args)
+        .arg("--lockstep")
+        .arg("--stats-json")
+        .arg(&json)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        // Nothing more comes until the line is sent: the next id follows it.
+        ids.push(lines.next().unwrap().unwrap());
+        writeln!(input, "go").unwrap();
+    }
+    drop(input);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(ids.join(" "), free.trim(), "the same greedy tokens");
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(stats["decode_step_ms"].as_array().unwrap().len(), 5);
+
+    // No input at all: the first token, then generation stops.
+    let out = run(kiln_run()
+        .arg(&art)
+        .args(args)
+        .arg("--lockstep")
+        .stdin(std::process::Stdio::null()));
+    let first = free.split_whitespace().next().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), first);
+}
+
 #[test]
 fn text_stats_version_and_errors() {
     let dir = tempdir("text");
@@ -286,6 +330,9 @@ fn text_stats_version_and_errors() {
         stats["decode_tokens_per_s"].as_f64().unwrap() > 0.0,
         "{stats}"
     );
+    let steps = stats["decode_step_ms"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "one step per token after the first: {stats}");
+    assert!(steps.iter().all(|s| s.as_f64().unwrap() > 0.0), "{stats}");
 
     // `info` verifies and describes without loading.
     let info = stdout(kiln_run().arg("info").arg(&art));

@@ -46,6 +46,11 @@ pub struct GenerationStats {
     pub prefill: Duration,
     /// Time spent producing the tokens after the first.
     pub decode: Duration,
+    /// The model's time for each decode step (one `forward` of one token),
+    /// in order: `decode` less sampling and the token callback. What a
+    /// latency percentile, or a driver that runs something between steps,
+    /// reads.
+    pub decode_steps: Vec<Duration>,
     pub stop: StopReason,
 }
 
@@ -108,6 +113,8 @@ pub fn generate(
         new_tokens: 0,
         prefill: Duration::ZERO,
         decode: Duration::ZERO,
+        // Sized up front: the decode loop does not allocate.
+        decode_steps: Vec::with_capacity(opts.max_new_tokens),
         stop: StopReason::MaxNewTokens,
     };
     let mut out = Vec::with_capacity(opts.max_new_tokens);
@@ -144,7 +151,9 @@ pub fn generate(
             stats.stop = StopReason::ContextFull;
             break;
         }
+        let step = Instant::now();
         logits = model.forward(&[token])?;
+        stats.decode_steps.push(step.elapsed());
         len += 1;
     }
     stats.decode = decode_start.elapsed();
@@ -207,6 +216,12 @@ mod tests {
         assert_eq!(streamed, out);
         assert_eq!(m.seen, vec![3, 4, 5, 6, 7], "each token fed back once");
         assert_eq!(stats.stop, StopReason::MaxNewTokens);
+        assert_eq!(
+            stats.decode_steps.len(),
+            4,
+            "one forward per token after the first"
+        );
+        assert!(stats.decode_steps.iter().sum::<Duration>() <= stats.decode);
     }
 
     #[test]

@@ -82,13 +82,20 @@ pub struct RunArgs {
     #[arg(long)]
     pub stats: bool,
     /// Also write the statistics as JSON: device, prompt_tokens,
-    /// new_tokens, prefill_ms, decode_tokens_per_s.
+    /// new_tokens, prefill_ms, decode_tokens_per_s, decode_step_ms (each
+    /// decode step's forward).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Generate this many times, output discarded, before the generation
     /// that is shown and timed (first-call costs out of the statistics).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub warmup: usize,
+    /// Print each token id on its own line as it is chosen, then wait for a
+    /// line on standard input before the next decode step (end of input
+    /// stops generation): for a driver that runs something between steps,
+    /// such as the benchmark's memory-bandwidth probe. Implies `--ids`.
+    #[arg(long)]
+    pub lockstep: bool,
     #[command(flatten)]
     pub target: Target,
 }

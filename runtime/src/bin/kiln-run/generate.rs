@@ -3,9 +3,10 @@
 use crate::args::RunArgs;
 use anyhow::{anyhow, bail, Context};
 use kiln_runtime::artifact::Codec;
-use kiln_runtime::generate::{GenerateOptions, GenerationStats};
+use kiln_runtime::generate::{GenerateOptions, GenerationStats, LanguageModel};
 use kiln_runtime::lm::text::{stats_line, stream_generation, TextStream};
 use kiln_runtime::Executor;
+use std::io::{BufRead, Write};
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let dir = args
@@ -41,9 +42,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         kiln_runtime::generate::generate(&mut lm, &prompt, &opts, &mut |_| true)
             .with_context(name)?;
     }
-    let mut out = std::io::stdout().lock();
-    let (_, stats) =
-        stream_generation(&mut lm, &prompt, &opts, &mut text, &mut out).with_context(name)?;
+    let stats = if args.lockstep {
+        lockstep(&mut lm, &prompt, &opts).with_context(name)?
+    } else {
+        let mut out = std::io::stdout().lock();
+        stream_generation(&mut lm, &prompt, &opts, &mut text, &mut out)
+            .with_context(name)?
+            .1
+    };
     if args.stats {
         eprintln!("{}", stats_line(&stats));
     }
@@ -51,6 +57,37 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         write_stats(path, lm.executor(), &stats)?;
     }
     Ok(())
+}
+
+/// `--lockstep`: each token id on its own line, flushed, then a line of
+/// standard input before the model runs again. The driver's time between
+/// steps is outside `decode_steps`, which time the forwards alone.
+fn lockstep(
+    lm: &mut dyn LanguageModel,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+) -> anyhow::Result<GenerationStats> {
+    let (mut out, mut input) = (std::io::stdout().lock(), std::io::stdin().lock());
+    let mut failed = None;
+    let mut line = String::new();
+    let mut on_token = |token: u32| {
+        line.clear();
+        let step = writeln!(out, "{token}")
+            .and_then(|()| out.flush())
+            .and_then(|()| input.read_line(&mut line));
+        match step {
+            Ok(n) => n > 0,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    };
+    let (_, stats) = kiln_runtime::generate::generate(lm, prompt, opts, &mut on_token)?;
+    match failed {
+        Some(e) => Err(anyhow::Error::new(e).context("--lockstep: standard input/output")),
+        None => Ok(stats),
+    }
 }
 
 /// `--stats-json`: what the GPU check script and benchmarks read.
@@ -65,6 +102,7 @@ fn write_stats(
         "new_tokens": stats.new_tokens,
         "prefill_ms": stats.prefill.as_secs_f64() * 1e3,
         "decode_tokens_per_s": stats.decode_tokens_per_sec(),
+        "decode_step_ms": stats.decode_steps.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&json).expect("JSON values serialize");
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
