@@ -14,6 +14,10 @@ most this machine reads, not what one loop happens to reach. "Most" is the
 kernel's median pass (sustained), not its best single pass: on a shared VM one
 pass can read far above what the machine sustains.
 
+`Probe` keeps one such process open (stream_read's serve mode) and runs a
+single pass on demand: the benchmark runs one between decode steps, so every
+step is set against the bandwidth of the moments just before and after it.
+
 Usage:  python scripts/bench/bandwidth.py [--threads N] [--mib 1024] [--repeats 10]
 Prints one JSON object: {"1": {...}, "N": {...}}: sustained_gbps (and the
 kernel that reached it), best_gbps (best single pass of any kernel) per thread
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -77,6 +82,57 @@ def measure(threads: int, mib: int = 1024, repeats: int = 10, cache: Path = DEFA
                            "kernel": best["kernel"], "huge_pages": best["huge_pages"],
                            "runs": runs}
     return results
+
+
+class Probe:
+    """One read pass on demand, on `threads` threads over `mib` MiB (a
+    stream_read process in serve mode, kept open). Use as a context manager.
+
+    Each pass starts `settle_s` after it is asked for: a peer's worker threads
+    may spin for a while after a step and would take the probe's cores
+    (llama.cpp's do: with no pause its passes read ~27 GB/s where they read
+    ~33 with 5 or 30 ms, at the same moments)."""
+
+    def __init__(self, threads: int, kernel: str, mib: int = 512, pages: str = "huge",
+                 cache: Path = DEFAULT_CACHE, settle_s: float = 0.01):
+        self.settle_s = settle_s
+        self.proc = subprocess.Popen([str(build(cache)), str(mib), str(threads), "serve", kernel,
+                                      pages], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError(f"stream_read serve {mib} MiB, {threads} threads, {kernel} did not start")
+
+    def pass_gbps(self) -> float:
+        """Runs one pass (after the settling pause); its read bandwidth in GB/s."""
+        time.sleep(self.settle_s)
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("stream_read serve ended early")
+        return float(line)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+    def __enter__(self) -> "Probe":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def stepped_fractions(step_ms: list[float], gbps: list[float], bytes_per_step: float) -> list[float]:
+    """Each step's read rate (bytes_per_step over its time) as a fraction of the
+    bandwidth of the probe passes on either side of it (the higher of the two:
+    the stricter). `gbps` has one pass before each step and one after the last."""
+    if len(gbps) != len(step_ms) + 1:
+        raise ValueError(f"{len(step_ms)} steps need {len(step_ms) + 1} probe passes, got {len(gbps)}")
+    return [bytes_per_step / (ms / 1e3) / (max(a, b) * 1e9)
+            for ms, a, b in zip(step_ms, gbps, gbps[1:])]
 
 
 def main() -> None:

@@ -226,6 +226,35 @@ def kiln_generate(run: Path, art: Path, prompt: list[int], new: int, threads: in
             "peak_rss": rss}
 
 
+def kiln_stepped(run: Path, art: Path, prompt: list[int], new: int, threads: int,
+                 probe: bandwidth.Probe) -> dict:
+    """Greedy decode in lockstep with the bandwidth probe (`kiln-run
+    --lockstep`): one probe pass after each token, before the next step. Each
+    step's forward time (kiln-run's own clock) and the passes' GB/s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stats_file = Path(tmp) / "stats.json"
+        proc = subprocess.Popen([
+            str(run), str(art), "--tokens", ",".join(map(str, prompt)),
+            "--max-new-tokens", str(new), "--temperature", "0", "--lockstep", "--warmup", "1",
+            "--threads", str(threads), "--stats-json", str(stats_file)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            bufsize=1)
+        tokens, gbps = [], []
+        for line in proc.stdout:
+            tokens.append(int(line))
+            gbps.append(probe.pass_gbps())
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            if len(tokens) == new:
+                break
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode != 0 or len(tokens) != new:
+            raise RuntimeError(f"kiln-run --lockstep: {len(tokens)} of {new} tokens, exit "
+                               f"{proc.returncode}:\n{err[-3000:]}")
+        stats = json.loads(stats_file.read_text())
+    return {"step_ms": stats["decode_step_ms"], "gbps": gbps, "tokens": tokens}
+
+
 # ---------------------------------------------------------------- PyTorch
 
 def torch_worker(args: argparse.Namespace) -> None:
@@ -357,6 +386,23 @@ def median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+def stepped_summary(r: dict, peer: str) -> dict | None:
+    """A peer's stepped decodes over all rounds: each step's read rate as a
+    fraction of the probe passes either side of it (bandwidth.stepped_fractions)."""
+    rounds = r.get(peer, {}).get("stepped_rounds", [])
+    if not rounds:
+        return None
+    fr, ms, gb = [], [], []
+    for st in rounds:
+        fr += bandwidth.stepped_fractions(st["step_ms"], st["gbps"], r["bytes_per_token"])
+        ms += st["step_ms"]
+        gb += st["gbps"]
+    fr.sort()
+    q = lambda x: fr[min(len(fr) - 1, int(x * len(fr)))]  # noqa: E731
+    return {"frac": median(fr), "p25": q(0.25), "p75": q(0.75), "step_ms": median(ms),
+            "gbps": median(gb), "gbps_lo": min(gb), "gbps_hi": max(gb), "steps": len(fr)}
+
+
 def limit_text(r: dict, gbps: float, kv, pv, lv) -> str:
     """Decode as a fraction of the bandwidth limit. With rounds: each round's
     decode against the bandwidth measured at the start of that round (median
@@ -374,6 +420,10 @@ def limit_text(r: dict, gbps: float, kv, pv, lv) -> str:
         if len(rates) != len(bws) or not bws:
             return "-"
         return f"{median([x * per_token / (b * 1e9) for x, b in zip(rates, bws)]) * 100:.0f}%"
+    ks, ls = stepped_summary(r, "kiln"), stepped_summary(r, "llama_cpp")
+    if ks:
+        best = (f"stepped median: Kiln {ks['frac'] * 100:.0f}%, llama.cpp "
+                f"{fmt(ls and ls['frac'] * 100, '.0f', '%')}; {best}")
     if len(bws) < 2:
         return best
     return (f"median of rounds vs their own bandwidth: Kiln {rounds('kiln')}, "
@@ -440,6 +490,24 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
                          f"round's bandwidth (median {median(frac) * 100:.0f}%)")
             print(line)
     for name, r in results.items():
+        ks, ls = stepped_summary(r, "kiln"), stepped_summary(r, "llama_cpp")
+        if not ks:
+            continue
+        def peer(label, x):
+            return (f"{label} median step {x['step_ms']:.2f} ms at {x['frac'] * 100:.0f}% of its "
+                    f"bandwidth (quartiles {x['p25'] * 100:.0f}-{x['p75'] * 100:.0f}%; {x['steps']} "
+                    f"steps; probe {x['gbps']:.1f} GB/s median, {x['gbps_lo']:.1f}-"
+                    f"{x['gbps_hi']:.1f})")
+        line = f"{name}: stepped decode: " + peer("Kiln", ks)
+        if ls:
+            line += (f"; {peer('llama.cpp', ls)}; Kiln/llama.cpp at equal bandwidth "
+                     f"{ks['frac'] / ls['frac']:.2f}×")
+        print(line)
+    print("stepped decode: greedy decode with one pass of the bandwidth probe before every "
+          "step and after the last (kiln-run --lockstep; llamacpp_peer.py stepped); each step's "
+          "weight bytes over its time, against the higher of the two passes around it. At equal "
+          "bandwidth: the ratio of the peers' median fractions.")
+    for name, r in results.items():
         v = r.get("llama_cpp_verify")
         if not v:
             continue
@@ -464,6 +532,16 @@ def keep_best(into: dict, n: int, decode: bool, m: dict) -> None:
     into[key] = min(into.get(key, float("inf")), m["prefill_ms"])
     if decode:
         into["decode_tok_s"] = max(into.get("decode_tok_s", 0.0), m["decode_tok_s"])
+
+
+def keep_stepped(into: dict, st: dict, per_token: int, name: str, peer: str, tag: str) -> None:
+    """Records a stepped decode (step times and the probe passes around them)."""
+    st.pop("tokens", None)
+    into.setdefault("stepped_rounds", []).append(st)
+    f = bandwidth.stepped_fractions(st["step_ms"], st["gbps"], per_token)
+    print(f"[{name}] {peer} stepped{tag}: median step {median(st['step_ms']):.2f} ms, "
+          f"probe median {median(st['gbps']):.1f} GB/s, median step at "
+          f"{median(f) * 100:.0f}% of its bandwidth", flush=True)
 
 
 def bench_model(name: str, args, kiln_bins) -> dict:
@@ -521,6 +599,10 @@ def bench_model(name: str, args, kiln_bins) -> dict:
             if i == 0:
                 r["kiln"].setdefault("decode_rounds", []).append(best["decode_tok_s"])
             print(f"[{name}] kiln    prompt {n}{tag}: {best}", flush=True)
+            if i == 0:
+                with bandwidth.Probe(args.threads, args.probe_kernel) as probe:
+                    st = kiln_stepped(run, art, prompt, steps, args.threads, probe)
+                keep_stepped(r["kiln"], st, r["bytes_per_token"], name, "kiln", tag)
             m = torch_generate(d, spec.family, prompt, steps, args.threads, args.repeats,
                                args.weights)
             peaks["pytorch"].append(m["peak_rss"])
@@ -548,6 +630,14 @@ def bench_model(name: str, args, kiln_bins) -> dict:
                         m["decode_tok_s_in_llama_decode"])
                 m.pop("tokens", None)
                 print(f"[{name}] llama.cpp prompt {n}{tag}: {m}", flush=True)
+                if i == 0:
+                    st, _ = llama_cpp_peer("stepped", "--gguf", str(gguf), "--prompt",
+                                           json.dumps(prompt), "--new", str(steps),
+                                           "--threads", str(args.threads),
+                                           "--attention", args.llama_cpp_attention,
+                                           "--probe-kernel", args.probe_kernel)
+                    keep_stepped(r["llama_cpp"], st, r["bytes_per_token"], name, "llama.cpp",
+                                 tag)
     if "error" in r["llama_cpp"]:
         peaks["llama_cpp"] = []
     for peer, v in peaks.items():
@@ -607,6 +697,8 @@ def main() -> None:
     kiln_bins = kiln_binaries(args.build)
     print("measuring memory bandwidth ...", flush=True)
     bw = bandwidth.measure(args.threads, mib=1024, repeats=10, cache=CACHE)
+    # The stepped decodes' probe runs the kernel that read the most.
+    args.probe_kernel = bw[str(args.threads)]["kernel"]
     args.llama_cpp = llama_cpp_available()
     lc_version = None
     if not args.llama_cpp:

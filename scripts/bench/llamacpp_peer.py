@@ -6,6 +6,7 @@ process's peak RSS is its own):
 
   llamacpp_peer.py verify  --gguf F --model-dir D --family llama|mamba --threads T --out J
   llamacpp_peer.py measure --gguf F --prompt '[ids]' --new N --threads T --repeats R --out J
+  llamacpp_peer.py stepped --gguf F --prompt '[ids]' --new N --threads T --probe-kernel K --out J
 
 llama.cpp is driven through llama-cpp-python's low-level bindings (the C API
 one to one), not its `Llama` class, which keeps that wrapper's per-token work
@@ -31,6 +32,11 @@ position's logits, on a cleared cache, after a warm-up) and decode tokens/s
 ((n-1)/(t(n)-t(1)) over n greedy tokens after that prompt, each token's time
 taken after its argmax), best of R. llama.cpp's own counters
 (llama_perf_context: time inside llama_decode only) are recorded next to it.
+
+stepped: the same greedy decode with one pass of the memory-bandwidth probe
+(bandwidth.Probe) before each step and after the last; each step's time and
+the passes' GB/s, so that each step is set against the bandwidth of its own
+moment (bench.py's stepped decode).
 """
 
 from __future__ import annotations
@@ -275,6 +281,34 @@ def measure(args) -> dict:
     return result
 
 
+def stepped(args) -> dict:
+    """Greedy decode with one bandwidth.Probe pass before each step and one
+    after the last (after a warm-up generation): each step's time (llama_decode
+    and argmax) and the passes' GB/s. A process of its own, so that the probe's
+    array stays out of `measure`'s peak RSS."""
+    import bandwidth
+
+    lc_prompt = json.loads(args.prompt)
+    s = Session(Path(args.gguf), n_ctx=len(lc_prompt) + args.new + 8, threads=args.threads,
+                mode=args.attention)
+    try:
+        with bandwidth.Probe(args.threads, args.probe_kernel) as probe:
+            for timed in (False, True):
+                s.clear()
+                s.decode(lc_prompt)
+                out = [int(np.argmax(s.last_logits()))]
+                step_ms, gbps = [], [probe.pass_gbps()]
+                for _ in range(args.new - 1 if timed else min(args.new, 8)):
+                    t = time.perf_counter()
+                    s.decode_one(out[-1])
+                    out.append(int(np.argmax(s.last_logits())))
+                    step_ms.append((time.perf_counter() - t) * 1e3)
+                    gbps.append(probe.pass_gbps())
+    finally:
+        s.close()
+    return {"step_ms": step_ms, "gbps": gbps, "tokens": out}
+
+
 def library_version() -> dict:
     import llama_cpp
 
@@ -288,7 +322,7 @@ def library_version() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["verify", "measure", "version"])
+    ap.add_argument("mode", choices=["verify", "measure", "stepped", "version"])
     ap.add_argument("--gguf")
     ap.add_argument("--model-dir")
     ap.add_argument("--family", choices=["llama", "mamba"])
@@ -301,12 +335,16 @@ def main() -> None:
                          "llama.cpp's own (f16 KV cache, flash attention auto)")
     ap.add_argument("--weights", choices=["f32", "f16", "bf16"], default="f32",
                     help="verify: the GGUF's linear layers are stored in this dtype")
+    ap.add_argument("--probe-kernel",
+                    help="stepped: the read kernel of the bandwidth probe run between steps")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.mode == "verify":
         res = verify(args)
     elif args.mode == "measure":
         res = measure(args)
+    elif args.mode == "stepped":
+        res = stepped(args)
     else:
         res = library_version()
     text = json.dumps(res)

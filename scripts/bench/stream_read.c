@@ -5,7 +5,13 @@
  * Built by bandwidth.py with cc -O3 -march=native.
  *
  * Usage: stream_read MIB THREADS REPEATS [KERNEL] [PAGES]
+ *        stream_read MIB THREADS serve [KERNEL] [PAGES]
  *        stream_read kernels      (prints the kernels this build has)
+ *   serve   a probe for a driver: prints "ready" after one warm-up pass, then
+ *           for each line read on stdin runs one pass and prints its GB/s on
+ *           a line (flushed); exits at end of input. The benchmark runs one
+ *           pass between decode steps, so each step has the bandwidth of the
+ *           moments before and after it.
  *   KERNEL  c4       plain C, four 64-bit accumulators (the compiler vectorizes it)
  *           avx512   explicit 512-bit loads, eight vector accumulators, 512 B a step
  *           avx512pf avx512 plus a software prefetch (NTA) of every line 2 KiB ahead
@@ -38,6 +44,8 @@ static pthread_barrier_t barrier;
 static double *pass_seconds;
 static double *t_start, *t_end; /* [repeat * threads + thread] */
 static volatile uint64_t sink;
+static int serving;          /* serve mode: passes on demand until stopping */
+static volatile int stopping;
 
 static double now(void) {
     struct timespec ts;
@@ -98,6 +106,19 @@ static void *worker(void *arg) {
     /* First touch by the thread that reads the slice. */
     for (size_t i = lo; i < hi; i++) data[i] = i ^ (uint64_t)id;
     uint64_t acc = 0;
+    if (serving) {
+        /* The main thread joins both barriers: it releases a pass and waits for its end. */
+        for (;;) {
+            pthread_barrier_wait(&barrier);
+            if (stopping) break;
+            t_start[id] = now();
+            acc += kernel(data + lo, hi - lo);
+            t_end[id] = now();
+            pthread_barrier_wait(&barrier);
+        }
+        __atomic_fetch_add(&sink, acc, __ATOMIC_RELAXED);
+        return NULL;
+    }
     for (int r = 0; r < repeats; r++) {
         pthread_barrier_wait(&barrier);
         /* Every thread clocks its own start and end; a pass lasts from the
@@ -111,6 +132,19 @@ static void *worker(void *arg) {
     }
     __atomic_fetch_add(&sink, acc, __ATOMIC_RELAXED);
     return NULL;
+}
+
+/* One pass released by the main thread (serve mode): its seconds, from the
+ * earliest thread start to the latest end, as the repeat passes are timed. */
+static double serve_pass(void) {
+    pthread_barrier_wait(&barrier);
+    pthread_barrier_wait(&barrier);
+    double lo = t_start[0], hi = t_end[0];
+    for (int t = 1; t < threads; t++) {
+        if (t_start[t] < lo) lo = t_start[t];
+        if (t_end[t] > hi) hi = t_end[t];
+    }
+    return hi - lo;
 }
 
 static int cmp(const void *a, const void *b) {
@@ -128,12 +162,13 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc < 4 || argc > 6) {
-        fprintf(stderr, "usage: %s MIB THREADS REPEATS [c4|avx512|avx512pf] [huge|small]\n", argv[0]);
+        fprintf(stderr, "usage: %s MIB THREADS REPEATS|serve [c4|avx512|avx512pf] [huge|small]\n", argv[0]);
         return 2;
     }
     size_t mib = strtoull(argv[1], NULL, 10);
     threads = atoi(argv[2]);
-    repeats = atoi(argv[3]);
+    serving = strcmp(argv[3], "serve") == 0;
+    repeats = serving ? 1 : atoi(argv[3]);
     if (mib == 0 || threads <= 0 || repeats <= 0) {
         fprintf(stderr, "MIB, THREADS and REPEATS must be positive\n");
         return 2;
@@ -171,10 +206,25 @@ int main(int argc, char **argv) {
     pass_seconds = calloc(repeats, sizeof(double));
     t_start = calloc((size_t)repeats * threads, sizeof(double));
     t_end = calloc((size_t)repeats * threads, sizeof(double));
-    pthread_barrier_init(&barrier, NULL, threads);
+    pthread_barrier_init(&barrier, NULL, threads + serving);
     pthread_t *tids = calloc(threads, sizeof(pthread_t));
     for (int t = 0; t < threads; t++)
         pthread_create(&tids[t], NULL, worker, (void *)(intptr_t)t);
+    if (serving) {
+        double bytes = (double)words * sizeof(uint64_t);
+        serve_pass(); /* warm-up: page tables, huge-page faults */
+        printf("ready\n");
+        fflush(stdout);
+        char line[256];
+        while (fgets(line, sizeof line, stdin)) {
+            printf("%.3f\n", bytes / serve_pass() / 1e9);
+            fflush(stdout);
+        }
+        stopping = 1;
+        pthread_barrier_wait(&barrier);
+        for (int t = 0; t < threads; t++) pthread_join(tids[t], NULL);
+        return 0;
+    }
     for (int t = 0; t < threads; t++) pthread_join(tids[t], NULL);
     for (int r = 0; r < repeats; r++) {
         double lo = t_start[r * threads], hi = t_end[r * threads];
