@@ -9,8 +9,8 @@ use super::ffi::{
     copy_bytes, gather_slice, scatter_slice, CpuKernelFn, LaunchArgs, PtrVec, Strided,
 };
 use super::program::{RtScan, RtStep};
+use super::split::Split;
 use crate::error::RuntimeError;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Per-run state: buffer addresses and sizes, the size values, each
 /// kernel's block count, and scratch for argument lists.
@@ -93,19 +93,8 @@ pub(crate) fn run_steps(
 /// llama-small): 16 KiB 1.8k tok/s, 64 KiB 2.9k, 256 KiB 3.2k, 1 MiB 1.9k.
 const PARALLEL_BYTES: usize = 256 << 10;
 
-/// Guided self-scheduling: each grab takes this share of the blocks left
-/// per thread (`left / (GUIDED · threads)`, at least one block). The first
-/// grabs are long contiguous ranges (a decode GEMV streams its weight rows
-/// in block order), the last ones single blocks, so the threads finish
-/// within about one block of each other: with a fixed split into 2 chunks
-/// per thread the caller spent 7% of a 134M-Llama decode waiting for the
-/// worker's last chunk (perf), and where one thread cannot use the
-/// machine's bandwidth alone that tail is lost time.
-const GUIDED: usize = 2;
-
-/// Runs `blocks` on the pool: whichever thread is free grabs the next
-/// range of blocks in order, shrinking ranges (see [`GUIDED`]); a thread
-/// the OS delays holds up only the range it has.
+/// Runs `blocks` on the pool, split into one contiguous range per thread
+/// with stealing at the end (see [`super::split`]).
 fn launch(
     k: &Kernels,
     func: CpuKernelFn,
@@ -116,29 +105,13 @@ fn launch(
 ) {
     let call = LaunchArgs { func, args, sizes };
     let threads = k.pool.threads();
-    if threads <= 1 || blocks == 1 || bytes < PARALLEL_BYTES {
+    if threads <= 1 || blocks == 1 || bytes < PARALLEL_BYTES || blocks > u32::MAX as usize {
         call.run_blocks(0, blocks);
         return;
     }
-    let next = AtomicUsize::new(0);
-    k.pool.run(&|_| {
-        let mut start = next.load(Ordering::Relaxed);
-        while start < blocks {
-            let take = ((blocks - start) / (GUIDED * threads)).max(1);
-            match next.compare_exchange_weak(
-                start,
-                start + take,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    call.run_blocks(start, start + take);
-                    start = next.load(Ordering::Relaxed);
-                }
-                Err(now) => start = now,
-            }
-        }
-    });
+    let split = Split::new(blocks as u32, threads);
+    k.pool
+        .run(&|me| split.run(me, &mut |begin, end| call.run_blocks(begin, end)));
 }
 
 /// A scan: carries double-buffered between the result and the spare,

@@ -21,6 +21,7 @@ mod ffi;
 pub(crate) mod load;
 mod pool;
 pub(crate) mod program;
+mod split;
 mod state;
 
 pub use ffi::{CpuKernelFn, KernelTable};
