@@ -51,7 +51,7 @@ impl CpuExecutor {
                     i,
                     StateBuf {
                         shape,
-                        buf: AlignedBuf::zeroed_lazy(bytes),
+                        buf: AlignedBuf::zeroed(bytes),
                     },
                 )
             })
