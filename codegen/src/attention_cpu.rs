@@ -404,10 +404,28 @@ fn row_tile(
         _ => Vec::new(),
     };
     let ninf = cx.b.cf(Ty::F32, f64::NEG_INFINITY);
+    let ahead = prefetched_rows(a);
     let mx = for_loop(cx, z, lim, one, &[ninf], |cx, jj, mx| {
         let j = cx.b.add(kb, jj);
         let krow = cx.b.mul(j, base.k_stride);
         let krow = cx.b.add(base.k_off, krow);
+        if let Some((k_lines, v_lines)) = &ahead {
+            // Key `j + KEYS_AHEAD` for a later iteration, value `j` for the
+            // `p·v` loop after this one.
+            let far = cx.b.i64c(KEYS_AHEAD);
+            let jf = cx.b.add(j, far);
+            let kf = cx.b.mul(jf, base.k_stride);
+            let kf = cx.b.add(base.k_off, kf);
+            let vrow = cx.b.mul(j, base.v_stride);
+            let vrow = cx.b.add(base.v_off, vrow);
+            for (buf, row, lines) in [(pk, kf, k_lines), (pv, vrow, v_lines)] {
+                for &o in lines {
+                    let o = cx.b.i64c(o);
+                    let at = cx.b.add(row, o);
+                    cx.b.prefetch(buf, at, Ty::F32);
+                }
+            }
+        }
         let dot = dot(cx, &qlanes, &qv, pq, qrow, pk, krow, base.d, a.dt)?;
         let s = score(cx, a, base, dot, i, j, p)?;
         vstore(&mut cx.b, s, sc.s, jj);
@@ -472,6 +490,23 @@ fn row_tile(
         }
     }
     Ok(())
+}
+
+/// How many keys ahead the score loop prefetches a key row.
+const KEYS_AHEAD: i64 = 8;
+
+/// Token-major keys and values (a KV cache read in place) lie a row of all
+/// heads apart, a new 4 KiB page every key or so, where the hardware
+/// prefetchers do not follow: the score loop prefetches them itself. The
+/// element offsets of each cache line of a key row and of a value row, for
+/// `f32` rows of a constant length; `None` when not token-major.
+fn prefetched_rows(a: &Attn) -> Option<(Vec<i64>, Vec<i64>)> {
+    if !a.token_major || a.dt != DType::F32 {
+        return None;
+    }
+    let line = 64 / DType::F32.size_bytes() as i64;
+    let offsets = |n: i64| (0..n).step_by(line as usize).collect::<Vec<_>>();
+    Some((offsets(a.d.as_const()?), offsets(a.dv.as_const()?)))
 }
 
 /// `n` rounded down to a multiple of the vector width.

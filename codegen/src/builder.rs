@@ -375,6 +375,22 @@ impl Builder {
         )
     }
 
+    /// A hint to bring the cache line of `&p[i]` (elements of `elem`) into
+    /// L1 for reading. The address may lie past the buffer's end: a prefetch
+    /// never faults, so the pointer is not `inbounds`.
+    pub fn prefetch(&mut self, p: V, i: V, elem: Ty) {
+        let q = self.pure(
+            Ty::Ptr,
+            format!(
+                "llvm.getelementptr {p}[{i}] : (!llvm.ptr, {}) -> !llvm.ptr, {elem}",
+                i.ty
+            ),
+        );
+        self.line(&format!(
+            "\"llvm.intr.prefetch\"({q}) <{{cache = 1 : i32, hint = 3 : i32, rw = 0 : i32}}> : (!llvm.ptr) -> ()"
+        ));
+    }
+
     pub fn load(&mut self, p: V, ty: Ty) -> V {
         self.op(ty, &format!("llvm.load {p} : !llvm.ptr -> {ty}"))
     }
