@@ -28,7 +28,10 @@ The machine's memory read bandwidth is measured in the same run
 as a fraction of the bandwidth limit: (weight bytes read per token) / (the
 most bytes/s on T threads measured in the run). With --rounds, decode is also
 printed round by round, with Kiln/llama.cpp per round (paired: the same
-machine state) and its median.
+machine state) and its median. Every decode round also runs a stepped decode
+of Kiln and llama.cpp: one pass of a bandwidth probe (bandwidth.Probe) between
+steps, each step set against the passes either side of it, since this VM's
+bandwidth changes within seconds (see the README).
 
 With --weights f16 (or bf16) every peer stores the linear layers' weights and
 the embedding in that dtype, and the rows are named MODEL/f16: Kiln `kiln
