@@ -331,7 +331,11 @@ fn text_stats_version_and_errors() {
         "{stats}"
     );
     let steps = stats["decode_step_ms"].as_array().unwrap();
-    assert_eq!(steps.len(), 3, "one step per token after the first: {stats}");
+    assert_eq!(
+        steps.len(),
+        3,
+        "one step per token after the first: {stats}"
+    );
     assert!(steps.iter().all(|s| s.as_f64().unwrap() > 0.0), "{stats}");
 
     // `info` verifies and describes without loading.

@@ -94,6 +94,8 @@ pub struct RunArgs {
     /// line on standard input before the next decode step (end of input
     /// stops generation): for a driver that runs something between steps,
     /// such as the benchmark's memory-bandwidth probe. Implies `--ids`.
+    /// The statistics' decode rate then includes the waits; their
+    /// `decode_step_ms` do not.
     #[arg(long)]
     pub lockstep: bool,
     #[command(flatten)]
