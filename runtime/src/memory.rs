@@ -53,21 +53,28 @@ impl Default for AlignedBuf {
 }
 
 impl AlignedBuf {
-    /// Zeroed. From 1 MiB up a fresh mapping, whose pages the OS fills as
-    /// they are first touched (whole 2 MiB ones as huge pages): state sized
-    /// for the worst case, a KV cache for the whole context, costs only the
-    /// part written so far. (The heap's `alloc_zeroed` may reuse freed
-    /// memory and clear it, making a 2048-token cache of the 134M Llama,
-    /// 151 MB, resident before the first token.) Huge pages also for the
-    /// cache: decode attention reads one head's keys a token row apart, a
-    /// new 4 KiB page every key or so, and in small pages every key cost a
-    /// TLB miss (134M Llama at 1k tokens of context: 0.5 ms of a 15 ms
-    /// step); at 256 tokens its 24 caches then hold 48 MB instead of 19.
     pub fn zeroed(len: usize) -> AlignedBuf {
         let cap = len.max(1).div_ceil(LINE) * LINE;
         #[cfg(unix)]
         if cap >= HUGE_FROM {
             if let Some(b) = Self::mapped(len, cap, true) {
+                return b;
+            }
+        }
+        Self::heap_zeroed(len)
+    }
+
+    /// Zeroed, in small pages that the OS fills as they are first touched:
+    /// for state sized for the worst case and mostly untouched (a KV cache
+    /// for the whole context), where a huge page would zero 2 MiB for the
+    /// first row written.
+    pub fn zeroed_lazy(len: usize) -> AlignedBuf {
+        // A fresh mapping: the heap's `alloc_zeroed` may reuse freed memory
+        // and clear it, faulting in every page (a 2048-token cache of the
+        // 134M Llama, 151 MB, resident before the first token).
+        #[cfg(unix)]
+        if len >= HUGE_FROM {
+            if let Some(b) = Self::mapped(len, len, false) {
                 return b;
             }
         }
@@ -250,14 +257,14 @@ mod tests {
         assert_eq!(AlignedBuf::from_bytes(&[1, 2, 3]).as_bytes(), &[1, 2, 3]);
     }
 
-    /// Buffers are zero and writable to their last byte, also after a
-    /// same-sized one was freed (which the heap would hand back and clear);
-    /// sizes off the page size keep their last bytes usable.
+    /// Lazily zeroed buffers are zero and writable to their last byte, also
+    /// after a same-sized one was freed (which the heap would hand back and
+    /// clear); sizes off the page size keep their last bytes usable.
     #[test]
-    fn buffers_are_zero_after_reuse() {
+    fn lazy_buffers_are_zero_after_reuse() {
         for len in [10, HUGE_FROM, (6 << 20) + 12_288 + 5] {
             for _ in 0..2 {
-                let mut b = AlignedBuf::zeroed(len);
+                let mut b = AlignedBuf::zeroed_lazy(len);
                 assert_eq!(b.len(), len);
                 assert!(b.as_bytes().iter().all(|&x| x == 0), "len {len}");
                 b.as_bytes_mut().fill(0xAB);

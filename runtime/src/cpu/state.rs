@@ -51,7 +51,7 @@ impl CpuExecutor {
                     i,
                     StateBuf {
                         shape,
-                        buf: AlignedBuf::zeroed(bytes),
+                        buf: AlignedBuf::zeroed_lazy(bytes),
                     },
                 )
             })
