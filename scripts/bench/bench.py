@@ -215,13 +215,19 @@ def kiln_compile(kiln: Path, name: str, d: Path, weights: str) -> tuple[Path, fl
     return art, time.perf_counter() - t
 
 
+def kiln_run_cmd(run: Path, art: Path, prompt: list[int], new: int, threads: int,
+                 stats_file: Path, output: str) -> list[str]:
+    """Greedy `kiln-run` after one warm-up generation, its statistics to
+    `stats_file`; `output` is `--ids` or `--lockstep`."""
+    return [str(run), str(art), "--tokens", ",".join(map(str, prompt)),
+            "--max-new-tokens", str(new), "--temperature", "0", output, "--warmup", "1",
+            "--threads", str(threads), "--stats-json", str(stats_file)]
+
+
 def kiln_generate(run: Path, art: Path, prompt: list[int], new: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         stats_file = Path(tmp) / "stats.json"
-        _, rss = run_measured([
-            str(run), str(art), "--tokens", ",".join(map(str, prompt)),
-            "--max-new-tokens", str(new), "--temperature", "0", "--ids", "--warmup", "1",
-            "--threads", str(threads), "--stats-json", str(stats_file)])
+        _, rss = run_measured(kiln_run_cmd(run, art, prompt, new, threads, stats_file, "--ids"))
         stats = json.loads(stats_file.read_text())
     if stats["new_tokens"] != new:
         raise RuntimeError(f"kiln-run produced {stats['new_tokens']} tokens, asked {new}")
@@ -236,10 +242,8 @@ def kiln_stepped(run: Path, art: Path, prompt: list[int], new: int, threads: int
     step's forward time (kiln-run's own clock) and the passes' GB/s."""
     with tempfile.TemporaryDirectory() as tmp:
         stats_file = Path(tmp) / "stats.json"
-        proc = subprocess.Popen([
-            str(run), str(art), "--tokens", ",".join(map(str, prompt)),
-            "--max-new-tokens", str(new), "--temperature", "0", "--lockstep", "--warmup", "1",
-            "--threads", str(threads), "--stats-json", str(stats_file)],
+        proc = subprocess.Popen(
+            kiln_run_cmd(run, art, prompt, new, threads, stats_file, "--lockstep"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             bufsize=1)
         tokens, gbps = [], []

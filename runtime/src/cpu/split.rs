@@ -6,11 +6,13 @@
 //! rows in block order, and a hardware prefetcher follows a stream only once
 //! it has seen a few misses of it. With one shared counter (guided
 //! self-scheduling) each thread's successive grabs are far apart, so every
-//! grab starts a new stream: 17 to 30 grabs per launch, and the 2.4 MB
-//! projections of the 134M Llama read 27 GB/s where the 98 MB output head
-//! read 35. Here a thread's successive takes are adjacent, one stream per
-//! thread until the steals at the very end; the steals keep the tail
-//! balanced (a fixed split left the caller waiting for 7% of a decode), and
+//! grab starts a new stream: 17 to 30 grabs per launch. Here a thread's
+//! successive takes are adjacent, one stream per thread until the steals at
+//! the very end (stepped decode of the 134M Llama: 2.08 -> 1.65 ms a step
+//! above the weights' read time; its 2.4 MB projections still read below
+//! the 98 MB head, 26-29 against 32-35 GB/s, for reasons not found). The
+//! steals keep the tail balanced (a fixed split left the caller waiting
+//! for 7% of a decode), and
 //! a thread the OS delays, or a worker that never joins, only loses what is
 //! then stolen from it.
 
