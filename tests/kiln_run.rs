@@ -287,6 +287,37 @@ fn lockstep_waits_for_a_line_before_each_step() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), first);
 }
 
+/// `--profile`: the same tokens, and on stderr a table for the prefill
+/// and one for the decode whose launches add up to the plan's steps.
+#[test]
+fn profile_tables_account_for_every_call() {
+    let dir = tempdir("profile");
+    let art = compile("tiny-decoder", &dir, &[]);
+    let args = ["--tokens", "5,6,7", "--max-new-tokens", "4", "--ids"];
+    let free = stdout(kiln_run().arg(&art).args(args));
+    let out = run(kiln_run().arg(&art).args(args).arg("--profile"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), free);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (prefill, decode) = stderr
+        .split_once("profile: decode (3 steps of one token)")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        prefill.starts_with("profile: prefill (3 tokens)"),
+        "{stderr}"
+    );
+    for table in [prefill, decode] {
+        let launches: u64 = table
+            .lines()
+            .filter(|l| l.starts_with("kiln_k"))
+            .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert!(launches > 0, "{stderr}");
+        assert!(table.contains("(outside kernels)"), "{stderr}");
+    }
+    assert!(prefill.contains("total, 1 calls"), "{stderr}");
+    assert!(decode.contains("total, 3 calls"), "{stderr}");
+}
+
 #[test]
 fn text_stats_version_and_errors() {
     let dir = tempdir("text");

@@ -1,5 +1,6 @@
-//! `layout`: CPU rewrites that let kernels read tensors as they are stored,
-//! instead of through a transposed copy. Two rules:
+//! `layout`: rewrites that let kernels read tensors as they are stored,
+//! instead of through a transposed copy, and store weights the way decode
+//! streams them. Three rules:
 //!
 //! **`transpose-into-matmul_t`**: a `matmul` whose right operand is a
 //! transpose of its last two axes becomes `matmul_t` of the untransposed
@@ -10,6 +11,12 @@
 //! contiguous along the contraction axis like A, which is what a CPU GEMV
 //! streams fastest (decode reads every weight once per token).
 //!
+//! **`merge-sibling-matmul_t`** (CPU, in `layout/siblings.rs`):
+//! `matmul_t`s of one left operand and weights of their own become one
+//! `matmul_t` of the weights concatenated at load, their results slices of
+//! its columns — a layer's q/k/v projections one weight stream, its gate
+//! and up projections another.
+//!
 //! **`kv-cache-in-place`**: `flash_attention` whose keys and values are the
 //! first `L` rows of a token-major cache, moved head-major —
 //! `reshape?(permute(slice(cache, axis 0, 0..L)))` with the permute moving
@@ -18,9 +25,10 @@
 //! copies the whole filled cache of every layer (the copy grows with the
 //! context; at a few hundred tokens it costs as much as a tenth of a step).
 //!
-//! Targets: the first rule is CPU only — the GPU's matmul tile gives each
-//! thread a column of B, and loads along B's rows are the coalesced ones,
-//! so it keeps the transpose. The second applies to both: a GPU warp reads
+//! Targets: the first two rules are CPU only — the GPU's matmul tile gives
+//! each thread a column of B, and loads along B's rows are the coalesced
+//! ones, so it keeps the transpose (and its matmuls, not `matmul_t`, are
+//! left unmerged). The third applies to both: a GPU warp reads
 //! one key row across its lanes, contiguous in either layout, and the
 //! copies it removes are launches of their own.
 
@@ -29,6 +37,9 @@ use crate::manager::{Pass, PassInput, PassOutput};
 use crate::options::{CostTarget, PassOptions};
 use crate::provenance::{Step, What};
 use kiln_ir::{Graph, NodeId, Op, Value};
+
+mod siblings;
+use siblings::{merge_siblings, MERGE_SIBLINGS};
 
 /// The layout pass.
 pub struct Layout;
@@ -92,8 +103,9 @@ fn detail(done: &[Rewrite], opts: &PassOptions) -> String {
     let kv = n(KV_IN_PLACE);
     match opts.target {
         CostTarget::Cpu => format!(
-            "{} matmul(s) of a transpose -> matmul_t, {kv} attention(s) read the KV cache in place",
-            n(MATMUL_T)
+            "{} matmul(s) of a transpose -> matmul_t, {} sibling matmul_t(s) merged over concatenated weights, {kv} attention(s) read the KV cache in place",
+            n(MATMUL_T),
+            done.iter().filter(|r| r.rule == MERGE_SIBLINGS && r.made == "slice").count()
         ),
         CostTarget::Gpu => format!(
             "GPU target: matmuls keep their transposes, {kv} attention(s) read the KV cache in place"
@@ -105,6 +117,7 @@ fn rewrite(mut g: Graph, opts: &PassOptions) -> Result<(Graph, Vec<Rewrite>), Pa
     let mut done = Vec::new();
     if opts.target == CostTarget::Cpu {
         matmul_t(&mut g, &mut done)?;
+        merge_siblings(&mut g, &mut done)?;
     }
     kv_in_place(&mut g, &mut done)?;
     Ok((g, done))

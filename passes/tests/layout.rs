@@ -63,6 +63,7 @@ fn last_two_swaps_become_matmul_t_on_the_cpu() {
     let g = graph();
     let (out, detail) = layout(&g, CostTarget::Cpu);
     assert!(detail.starts_with("2 matmul(s)"), "{detail}");
+    assert!(detail.contains("0 sibling"), "{detail}");
     assert_eq!(count(&out, "matmul_t"), 2, "{out}");
     assert_eq!(count(&out, "matmul"), 1, "{out}");
     // The weight's transpose is gone; `kt` (an output) and `rp` stay.
@@ -133,12 +134,18 @@ fn llama_attention_reads_its_kv_cache_in_place() {
         for a in &ops {
             assert_eq!(a.kv_len, Some(Dim::from("past+seq")), "{a:?}");
         }
-        // No slice of a cache (nor its transpose) is left to copy.
+        // No slice of a cache (nor its transpose) is left to copy; each
+        // layer's q/k/v and gate/up projections are slices of one merged
+        // matmul_t (two layers).
         assert_eq!(
             count(&after, "slice"),
-            count(&before, "slice") - 4,
+            count(&before, "slice") - 4 + 2 * 5,
             "{after}"
         );
+        assert!(detail.contains("10 sibling matmul_t(s) merged"), "{detail}");
+        // Per layer qkv, o, gate/up, down; the head for `logits` and
+        // for `last_logits` (one weight read twice: not merged).
+        assert_eq!(count(&after, "matmul_t"), 2 * 4 + 2, "{after}");
         // The same logits and caches, exactly (the interpreter reads the
         // token-major cache as the head-major copy it replaces).
         let w = llama::random_weights(&cfg, 11);
@@ -214,4 +221,56 @@ fn kv_look_alikes_are_left_alone() {
         1,
         "{out}"
     );
+}
+
+/// Linear layers of one input merge when each has a weight of its own with
+/// the same dtype and contraction length; a weight read elsewhere too, one
+/// of another length, an activation as B and another input stay apart.
+/// Results are the same, exactly.
+#[test]
+fn sibling_matmuls_over_own_weights_merge() {
+    let mut g = G::new("siblings");
+    let x = g.input(DType::F32, shape!["seq", 8]);
+    let x2 = g.input(DType::F32, shape!["seq", 6]);
+    let act = g.input(DType::F32, shape![3, 8]);
+    let linear = |g: &mut G, x, w| {
+        let wt = g.op(Op::Permute { perm: vec![1, 0] }, &[w]);
+        g.op(Op::MatMul, &[x, wt])
+    };
+    // Merged: three weights of x, widths 5, 3 and 4.
+    for (name, n) in [("a", 5), ("b", 3), ("c", 4)] {
+        let w = g.param(name, DType::F32, shape![n, 8]);
+        let y = linear(&mut g, x, w);
+        let y = g.op(Op::Unary(kiln_ir::UnaryOp::Neg), &[y]);
+        g.out(y);
+    }
+    // Read twice (also an output): kept apart.
+    let shared = g.param("shared", DType::F32, shape![2, 8]);
+    let y = linear(&mut g, x, shared);
+    g.out(y);
+    g.out(shared);
+    // An activation as B, and a weight of another input: alone.
+    let y = linear(&mut g, x, act);
+    g.out(y);
+    let w6 = g.param("w6", DType::F32, shape![4, 6]);
+    let y = linear(&mut g, x2, w6);
+    g.out(y);
+    let g = g.finish();
+    let (out, detail) = layout(&g, CostTarget::Cpu);
+    assert!(detail.contains("3 sibling matmul_t(s) merged"), "{detail}");
+    assert_eq!(count(&out, "concat"), 1, "{out}");
+    // 6 linear layers -> 4 matmul_t (one merged of three).
+    assert_eq!(count(&out, "matmul_t"), 4, "{out}");
+    let mut rng = rng(3);
+    for _ in 0..3 {
+        let (inputs, params) = random_env(&g, &mut rng);
+        let want = run(&g, &inputs, &params).unwrap();
+        let got = run(&out, &inputs, &params).unwrap();
+        for (name, w) in &want {
+            compare(&got[name], w, true).unwrap_or_else(|m| panic!("{name}: {m}"));
+        }
+    }
+    // The GPU target keeps them all.
+    let (gpu, _) = layout(&g, CostTarget::Gpu);
+    assert_eq!(count(&gpu, "concat"), 0, "{gpu}");
 }

@@ -177,8 +177,9 @@ fn nothing_changes_unless_asked_and_bad_dtypes_are_named() {
 }
 
 /// The default CPU pipeline on Llama with bf16 weights: every linear layer
-/// (q, k, v, o, gate, up, down per layer, and the head) is a `matmul_t` of
-/// its weight declared bf16, and the embedding gathers bf16 rows. Logits
+/// (q, k, v, o, gate, up, down per layer, and the head) reads its weight
+/// declared bf16 through a `matmul_t` (q/k/v and gate/up merged, over the
+/// weights concatenated), and the embedding gathers bf16 rows. Logits
 /// through a prefill and decode steps equal the original model's on rounded
 /// weights.
 #[test]
@@ -206,12 +207,22 @@ fn llama_linear_layers_read_bf16_weights() {
         .node_ids()
         .filter(|&n| out.node(n).op == Op::MatMulT)
         .collect();
-    // The head is read twice: all positions' logits, and the last one's.
-    assert_eq!(mt.len(), linear + 1);
+    // Per layer q/k/v merged, o, gate/up merged, down (`layout` merges
+    // siblings over their own weights); the head is read twice: all
+    // positions' logits, and the last one's.
+    assert_eq!(mt.len(), 4 * cfg.num_hidden_layers + 2);
     for &n in &mt {
+        // A bf16 weight, or bf16 weights concatenated (at load).
         let b = out.operands(n)[1];
         assert_eq!(out.ty(b).dtype, DType::BF16);
-        assert!(matches!(out.node(b.node).op, Op::Param { .. }), "{out}");
+        let weights = match out.node(b.node).op {
+            Op::Concat { .. } => out.operands(b.node),
+            _ => vec![b],
+        };
+        for w in weights {
+            assert!(matches!(out.node(w.node).op, Op::Param { .. }), "{out}");
+            assert_eq!(out.ty(w).dtype, DType::BF16);
+        }
     }
     assert_eq!(count(&out, "matmul"), 0, "{out}");
     let w = llama::random_weights(&cfg, 3);

@@ -66,6 +66,9 @@ pub enum RuntimeError {
     Size(#[from] DimError),
     #[error("cannot build the thread pool: {0}")]
     ThreadPool(String),
+    /// Something this executor does not offer (what, on which device).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// No CUDA driver, no device, or no device of the requested ordinal.
     #[error("no CUDA device: {0}")]
     NoCudaDevice(String),

@@ -3,6 +3,7 @@
 
 use crate::error::RuntimeError;
 use crate::plan::Plan;
+use crate::profile::Profiler;
 use kiln_ir::{Bindings, Tensor};
 use std::collections::BTreeMap;
 
@@ -61,6 +62,17 @@ pub trait Executor: Send {
 
     /// Where it runs, for messages (`cpu (2 threads)`, `cuda:0 NVIDIA H100 (sm_90)`).
     fn device(&self) -> String;
+
+    /// Times each kernel of the calls that follow into `profiler` (`None`
+    /// stops). An executor that cannot says so
+    /// ([`RuntimeError::Unsupported`]); the default.
+    fn set_profiler(&mut self, profiler: Option<Profiler>) -> Result<(), RuntimeError> {
+        let _ = profiler;
+        Err(RuntimeError::Unsupported(format!(
+            "per-kernel profiling on {}",
+            self.device()
+        )))
+    }
 }
 
 impl Executor for crate::cpu::CpuExecutor {
@@ -103,5 +115,9 @@ impl Executor for crate::cpu::CpuExecutor {
     }
     fn device(&self) -> String {
         format!("cpu ({} threads)", self.threads())
+    }
+    fn set_profiler(&mut self, profiler: Option<Profiler>) -> Result<(), RuntimeError> {
+        crate::cpu::CpuExecutor::set_profiler(self, profiler);
+        Ok(())
     }
 }

@@ -13,6 +13,7 @@
 //! | `cuda` | the CUDA executor (feature `cuda`, default): PTX kernels through the driver API (cudarc), weights and state on the device |
 //! | [`memory`] | aligned host buffers |
 //! | [`executor`] | the [`Executor`] trait every executor implements |
+//! | [`profile`] | per-kernel time of an executor's calls (`kiln-run --profile`) |
 //! | [`error`] | runtime errors |
 //! | [`sampler`] | greedy / temperature / top-k / top-p sampling, seeded |
 //! | [`generate`] | the generation loop over any [`generate::LanguageModel`], streaming |
@@ -29,6 +30,7 @@ pub mod lm;
 pub mod memory;
 pub mod plan;
 pub mod planner;
+pub mod profile;
 pub mod sampler;
 mod select;
 

@@ -342,6 +342,97 @@ fn steady_state_steps_allocate_nothing() {
     );
 }
 
+/// The cache graph of `steady_state_steps_allocate_nothing`: `cache[n, 4]`
+/// takes `x` at `past`, in place.
+fn cache_graph() -> Graph {
+    let mut g = Graph::new("cache");
+    let c = g.add_input("cache", f32t(&["n", "4"])).unwrap();
+    let x = g.add_input("x", f32t(&["seq", "4"])).unwrap();
+    let u = g
+        .add(
+            Op::UpdateSlice {
+                axis: 0,
+                start: "past".into(),
+            },
+            &[c, x],
+        )
+        .unwrap();
+    g.add_output_alias("cache_out", u, "cache").unwrap();
+    g
+}
+
+/// Initializing again zero-fills every state, whether it kept its memory
+/// (same size: only the rows written are cleared) or not, and whatever
+/// wrote it: an in-place update, a scan's write-back, `set_state`.
+#[test]
+fn init_state_again_zero_fills_what_was_written() {
+    let mut exe = executor(&cache_graph(), 2);
+    let n16: Bindings = [("n".to_string(), 16)].into();
+    for round in 0..3 {
+        exe.init_state(&n16).unwrap();
+        assert!(
+            exe.state("cache")
+                .unwrap()
+                .to_f32_vec()
+                .iter()
+                .all(|v| *v == 0.0),
+            "round {round}"
+        );
+        // Rows 0..5, then 9..11 (a gap left zero), differing per round.
+        let mut want = vec![0.0; 16 * 4];
+        for (past, seq) in [(0, 5), (9, 2)] {
+            let x = tensor(&[seq, 4], round * 10 + past);
+            want[past * 4..(past + seq) * 4].copy_from_slice(&x.to_f32_vec());
+            exe.step(
+                &named(vec![("x", x)]),
+                &[("past".to_string(), past as i64)].into(),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            exe.state("cache").unwrap().to_f32_vec(),
+            want,
+            "round {round}"
+        );
+    }
+    // A state set whole, then a smaller capacity and the same one again.
+    exe.set_state("cache", &tensor(&[16, 4], 7)).unwrap();
+    exe.init_state(&n16).unwrap();
+    assert!(exe
+        .state("cache")
+        .unwrap()
+        .to_f32_vec()
+        .iter()
+        .all(|v| *v == 0.0));
+    exe.init_state(&[("n".to_string(), 8)].into()).unwrap();
+    assert_eq!(exe.state("cache").unwrap().shape, vec![8, 4]);
+    assert!(exe
+        .state("cache")
+        .unwrap()
+        .to_f32_vec()
+        .iter()
+        .all(|v| *v == 0.0));
+
+    // A recurrent state copied back after a scan.
+    let mut exe = executor(&cumsum(0, false, true), 1);
+    exe.init_state(&Bindings::new()).unwrap();
+    let ins = named(vec![("xs", tensor(&[3, 4], 1))]);
+    exe.step(&ins, &Bindings::new()).unwrap();
+    assert!(exe
+        .state("c0")
+        .unwrap()
+        .to_f32_vec()
+        .iter()
+        .any(|v| *v != 0.0));
+    exe.init_state(&Bindings::new()).unwrap();
+    assert!(exe
+        .state("c0")
+        .unwrap()
+        .to_f32_vec()
+        .iter()
+        .all(|v| *v == 0.0));
+}
+
 #[test]
 fn executors_can_move_between_threads() {
     fn send_sync<T: Send + Sync>() {}

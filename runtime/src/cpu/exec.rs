@@ -11,6 +11,7 @@ use super::ffi::{
 use super::program::{RtScan, RtStep};
 use super::split::Split;
 use crate::error::RuntimeError;
+use std::time::{Duration, Instant};
 
 /// Per-run state: buffer addresses and sizes, the size values, each
 /// kernel's block count, and scratch for argument lists.
@@ -27,6 +28,27 @@ pub(crate) struct Machine {
     /// Bytes each arena slot needs.
     pub slot_bytes: Vec<usize>,
     args: PtrVec,
+    /// Per kernel, then copies last: launches, time and operand bytes
+    /// since the executor last handed them to its profiler. Counted only
+    /// while `profiling`.
+    pub tally: Vec<Tally>,
+    pub profiling: bool,
+}
+
+/// Launches of one kernel (or copies), their time and operand bytes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Tally {
+    pub launches: u64,
+    pub time: Duration,
+    pub bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, since: Instant, bytes: usize) {
+        self.launches += 1;
+        self.time += since.elapsed();
+        self.bytes += bytes as u64;
+    }
 }
 
 /// What launches need besides the machine.
@@ -45,6 +67,8 @@ impl Machine {
             blocks: vec![0; n_kernels],
             slot_bytes: vec![0; n_slots],
             args: PtrVec(Vec::new()),
+            tally: vec![Tally::default(); n_kernels + 1],
+            profiling: false,
         }
     }
 
@@ -66,18 +90,27 @@ pub(crate) fn run_steps(
             continue;
         }
         match step {
-            RtStep::Kernel { kernel, args } => {
+            RtStep::Kernel { kernel, args, work } => {
                 let blocks = m.blocks[*kernel];
                 if blocks == 0 {
                     continue;
                 }
                 m.args.0.clear();
                 m.args.0.extend(args.iter().map(|&a| m.ptrs.0[a]));
-                let bytes: usize = args.iter().map(|&a| m.bytes[a]).sum();
+                let bytes: usize = work.iter().map(|&a| m.bytes[a]).sum();
+                let start = m.profiling.then(Instant::now);
                 launch(k, k.funcs[*kernel], &m.args.0, &m.sizes, blocks, bytes);
+                if let Some(start) = start {
+                    m.tally[*kernel].add(start, bytes);
+                }
             }
             RtStep::Copy { from, to } => {
+                let start = m.profiling.then(Instant::now);
                 copy_bytes(m.ptrs.0[*from], m.ptrs.0[*to], m.bytes[*to]);
+                if let Some(start) = start {
+                    let copies = m.tally.len() - 1;
+                    m.tally[copies].add(start, 2 * m.bytes[*to]);
+                }
             }
             RtStep::Scan(s) => run_scan(s, m, k)?,
         }

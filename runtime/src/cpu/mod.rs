@@ -23,12 +23,14 @@ mod pool;
 pub(crate) mod program;
 mod split;
 mod state;
+mod written;
 
 pub use ffi::{CpuKernelFn, KernelTable};
 
 use crate::error::RuntimeError;
 use crate::memory::AlignedBuf;
 use crate::plan::{BufferId, Plan, Storage};
+use crate::profile::Profiler;
 use exec::{Kernels, Machine};
 use kiln_ir::interp::ParamSource;
 use kiln_ir::kernel::KernelLaunch;
@@ -37,6 +39,7 @@ use program::Program;
 use state::StateBuf;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Executor settings.
 #[derive(Clone, Debug, Default)]
@@ -60,11 +63,15 @@ pub struct CpuExecutor {
     /// for inputs that are not state, or not yet initialized).
     states: Vec<Option<StateBuf>>,
     is_state: Vec<bool>,
+    /// Where calls write each state (see `written.rs`).
+    writes: Vec<written::Writes>,
     program: Program,
     machine: Machine,
     pool: pool::Pool,
     /// Steps needed per set of requested outputs (`select.rs`).
     selections: crate::select::Selections,
+    /// Where each call's kernel times go, while profiling.
+    profiler: Option<Profiler>,
 }
 
 /// Whether a call reads state inputs from the caller or from the executor.
@@ -121,6 +128,7 @@ impl CpuExecutor {
         for i in plan.state_inputs() {
             is_state[i] = true;
         }
+        let writes = written::state_writes(&plan, &is_state)?;
         let mut machine = Machine::new(
             plan.buffers.len(),
             plan.symbols.len(),
@@ -145,6 +153,7 @@ impl CpuExecutor {
             inputs: vec![AlignedBuf::default(); plan.inputs.len()],
             states: (0..plan.inputs.len()).map(|_| None).collect(),
             is_state,
+            writes,
             machine,
             program,
             plan,
@@ -153,6 +162,7 @@ impl CpuExecutor {
             resident,
             pool,
             selections: Default::default(),
+            profiler: None,
         })
     }
 
@@ -162,6 +172,14 @@ impl CpuExecutor {
 
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// Times every kernel launch and copy of the calls that follow into
+    /// `profiler`, one tally per call; `None` stops. Timing costs two clock
+    /// reads a launch.
+    pub fn set_profiler(&mut self, profiler: Option<Profiler>) {
+        self.machine.profiling = profiler.is_some();
+        self.profiler = profiler;
     }
 
     /// Runs the plan on `inputs` (by name, every input of the plan) and
@@ -232,6 +250,7 @@ impl CpuExecutor {
         sizes: &Bindings,
         only: Option<&[&str]>,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        let start = Instant::now();
         if let Some(names) = only {
             crate::select::check_outputs(&self.plan, names)?;
         }
@@ -273,6 +292,10 @@ impl CpuExecutor {
         }
         if mode == Mode::Step {
             self.write_back();
+            self.note_writes();
+        }
+        if let Some(p) = &self.profiler {
+            record(p, &self.plan, &mut self.machine, start);
         }
         Ok(out)
     }
@@ -317,4 +340,19 @@ impl CpuExecutor {
         };
         &all[..len]
     }
+}
+
+/// Hands one call's tally to the profiler and clears it.
+fn record(p: &Profiler, plan: &Plan, m: &mut Machine, start: Instant) {
+    p.record(|t| {
+        t.calls += 1;
+        t.total += start.elapsed();
+        let names = plan.kernels.iter().map(|k| k.name.as_str()).chain(["copy"]);
+        for (name, tally) in names.zip(&mut m.tally) {
+            if tally.launches > 0 {
+                t.add(name, tally.launches, tally.time, tally.bytes);
+                *tally = Default::default();
+            }
+        }
+    });
 }

@@ -13,8 +13,18 @@ use kiln_ir::{Dim, Graph, Op, TensorType};
 
 /// One step, ready to run.
 pub(crate) enum RtStep {
-    Kernel { kernel: usize, args: Vec<BufferId> },
-    Copy { from: BufferId, to: BufferId },
+    Kernel {
+        kernel: usize,
+        args: Vec<BufferId>,
+        /// The buffers whose bytes measure the launch's work (whether it
+        /// is worth the thread pool): all but the base of an
+        /// `update_slice`, which touches only the update's region of it.
+        work: Vec<BufferId>,
+    },
+    Copy {
+        from: BufferId,
+        to: BufferId,
+    },
     Scan(Box<RtScan>),
 }
 
@@ -256,9 +266,14 @@ fn compile_steps(
                         k.name, plan.buffers[*b].ty
                     )));
                 }
+                let work = match k.op {
+                    Op::UpdateSlice { .. } => vec![args[1], args[1]],
+                    _ => args.clone(),
+                };
                 RtStep::Kernel {
                     kernel: *kernel,
                     args: args.clone(),
+                    work,
                 }
             }
             Step::Copy { from, to } => {

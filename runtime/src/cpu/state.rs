@@ -26,6 +26,31 @@ use std::collections::BTreeMap;
 pub(crate) struct StateBuf {
     pub shape: Vec<usize>,
     pub buf: AlignedBuf,
+    /// Bytes from the start that may be non-zero.
+    pub written: usize,
+}
+
+impl StateBuf {
+    fn zeroed(shape: Vec<usize>, bytes: usize) -> StateBuf {
+        StateBuf {
+            shape,
+            buf: AlignedBuf::zeroed_lazy(bytes),
+            written: 0,
+        }
+    }
+
+    /// This state, zero-filled again at `shape`: the memory is kept when
+    /// the size is the same, and only what was written is cleared.
+    fn cleared(self, shape: Vec<usize>, bytes: usize) -> StateBuf {
+        if self.buf.len() != bytes {
+            return StateBuf::zeroed(shape, bytes);
+        }
+        let mut s = self;
+        s.buf.as_bytes_mut()[..s.written].fill(0);
+        s.written = 0;
+        s.shape = shape;
+        s
+    }
 }
 
 impl CpuExecutor {
@@ -39,25 +64,20 @@ impl CpuExecutor {
         call::state_index(&self.plan, &self.is_state, name)
     }
 
-    /// Allocates every state zero-filled at its declared shape under
-    /// `sizes` (e.g. `ctx = 256` for a cache `f32[ctx, heads, dim]`);
-    /// replaces any state held. A symbol of a state's shape missing from
+    /// Sets every state zero-filled at its declared shape under `sizes`
+    /// (e.g. `ctx = 256` for a cache `f32[ctx, heads, dim]`), replacing
+    /// any state held. A state of the same size keeps its memory and has
+    /// only the part calls may have written cleared (`written.rs`), so a
+    /// new generation does not fault its cache's pages in again. A symbol of a state's shape missing from
     /// `sizes` is [`RuntimeError::StateShape`].
     pub fn init_state(&mut self, sizes: &Bindings) -> Result<(), RuntimeError> {
-        let fresh: Vec<(usize, StateBuf)> = call::state_shapes(&self.plan, &self.is_state, sizes)?
-            .into_iter()
-            .map(|(i, shape, bytes)| {
-                (
-                    i,
-                    StateBuf {
-                        shape,
-                        buf: AlignedBuf::zeroed_lazy(bytes),
-                    },
-                )
-            })
-            .collect();
-        for (i, s) in fresh {
-            self.states[i] = Some(s);
+        let shapes = call::state_shapes(&self.plan, &self.is_state, sizes)?;
+        for (i, shape, bytes) in shapes {
+            let state = match self.states[i].take() {
+                Some(old) => old.cleared(shape, bytes),
+                None => StateBuf::zeroed(shape, bytes),
+            };
+            self.states[i] = Some(state);
         }
         Ok(())
     }
@@ -71,10 +91,12 @@ impl CpuExecutor {
             Some(s) if s.buf.len() == bytes => StateBuf {
                 shape: value.shape.clone(),
                 buf: s.buf,
+                written: bytes,
             },
             _ => StateBuf {
                 shape: value.shape.clone(),
                 buf: AlignedBuf::zeroed(bytes),
+                written: bytes,
             },
         };
         let state = self.states[i].insert(state);
@@ -123,6 +145,18 @@ impl CpuExecutor {
         outputs: &[&str],
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
         self.execute(Mode::Step, inputs, sizes, Some(outputs))
+    }
+
+    /// After a step: extends each state's written part by what the step
+    /// may have written.
+    pub(super) fn note_writes(&mut self) {
+        for (s, w) in self.states.iter_mut().zip(&self.writes) {
+            if let Some(s) = s {
+                let rows = s.shape.first().copied().unwrap_or(1);
+                let extent = w.extent(&self.machine.sizes, s.buf.len(), rows);
+                s.written = s.written.max(extent);
+            }
+        }
     }
 
     /// After a step: copies each aliased output that does not already live

@@ -77,7 +77,7 @@ pub(crate) fn run_steps(
             continue;
         }
         match step {
-            RtStep::Kernel { kernel, args } => launch(*kernel, args, m, k)?,
+            RtStep::Kernel { kernel, args, .. } => launch(*kernel, args, m, k)?,
             RtStep::Copy { from, to } => {
                 let what = || format!("copy b{from} -> b{to}");
                 device::copy(m.ptrs[*to], m.ptrs[*from], m.bytes[*to], what)?;

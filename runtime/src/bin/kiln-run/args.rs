@@ -98,6 +98,11 @@ pub struct RunArgs {
     /// `decode_step_ms` do not.
     #[arg(long)]
     pub lockstep: bool,
+    /// Print to stderr where the timed generation's time went, kernel by
+    /// kernel (launches, milliseconds, share, operand bytes and rate), its
+    /// prefill and its decode apart. CPU only.
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub target: Target,
 }

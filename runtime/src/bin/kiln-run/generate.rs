@@ -1,10 +1,12 @@
 //! `kiln-run ART --prompt TEXT`: stream generated text, as `kiln generate`.
 
 use crate::args::RunArgs;
+use crate::profile::{self, Profiled};
 use anyhow::{anyhow, bail, Context};
 use kiln_runtime::artifact::Codec;
 use kiln_runtime::generate::{GenerateOptions, GenerationStats, LanguageModel};
 use kiln_runtime::lm::text::{stats_line, stream_generation, TextStream};
+use kiln_runtime::profile::Profiler;
 use kiln_runtime::Executor;
 use std::io::{BufRead, Write};
 
@@ -42,14 +44,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         kiln_runtime::generate::generate(&mut lm, &prompt, &opts, &mut |_| true)
             .with_context(name)?;
     }
+    let profiler = Profiler::new();
+    if args.profile {
+        lm.executor_mut()
+            .set_profiler(Some(profiler.clone()))
+            .with_context(|| format!("{}: --profile", name()))?;
+    }
+    let mut profiled = Profiled::new(&mut lm, profiler);
+    let model: &mut dyn LanguageModel = &mut profiled;
     let stats = if args.lockstep {
-        lockstep(&mut lm, &prompt, &opts).with_context(name)?
+        lockstep(model, &prompt, &opts).with_context(name)?
     } else {
         let mut out = std::io::stdout().lock();
-        stream_generation(&mut lm, &prompt, &opts, &mut text, &mut out)
+        stream_generation(model, &prompt, &opts, &mut text, &mut out)
             .with_context(name)?
             .1
     };
+    let (prefill, decode) = profiled.finish();
+    if args.profile {
+        eprint!(
+            "{}",
+            profile::report(&prefill, &decode, stats.prompt_tokens)
+        );
+    }
     if args.stats {
         eprintln!("{}", stats_line(&stats));
     }

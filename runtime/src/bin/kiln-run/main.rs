@@ -15,6 +15,7 @@ mod generate;
 mod info;
 mod load;
 mod logits;
+mod profile;
 
 use clap::Parser;
 use std::process::ExitCode;
