@@ -399,15 +399,27 @@ def stepped_summary(r: dict, peer: str) -> dict | None:
     rounds = r.get(peer, {}).get("stepped_rounds", [])
     if not rounds:
         return None
-    fr, ms, gb = [], [], []
+    fr, ms, gb, around = [], [], [], []
     for st in rounds:
         fr += bandwidth.stepped_fractions(st["step_ms"], st["gbps"], r["bytes_per_token"])
         ms += st["step_ms"]
         gb += st["gbps"]
+        around += [min(a, b) for a, b in zip(st["gbps"], st["gbps"][1:])]
+    # The fast phase: steps with both passes around them well above the
+    # median pass (this VM's bandwidth flips between ~33 and ~60 GB/s).
+    fast_from = FAST_PHASE * median(gb)
+    fast = sorted(f for f, lo in zip(fr, around) if lo >= fast_from)
     fr.sort()
     q = lambda x: fr[min(len(fr) - 1, int(x * len(fr)))]  # noqa: E731
     return {"frac": median(fr), "p25": q(0.25), "p75": q(0.75), "step_ms": median(ms),
-            "gbps": median(gb), "gbps_lo": min(gb), "gbps_hi": max(gb), "steps": len(fr)}
+            "gbps": median(gb), "gbps_lo": min(gb), "gbps_hi": max(gb), "steps": len(fr),
+            "fast_from": fast_from, "fast_steps": len(fast),
+            "fast_frac": median(fast) if fast else None}
+
+
+#: A step is in the fast phase when both probe passes around it read at
+#: least this many times the median pass.
+FAST_PHASE = 1.35
 
 
 def limit_text(r: dict, gbps: float, kv, pv, lv) -> str:
@@ -504,7 +516,9 @@ def print_table(results: dict, bw: dict, threads: int) -> None:
             return (f"{label} median step {x['step_ms']:.2f} ms at {x['frac'] * 100:.0f}% of its "
                     f"bandwidth (quartiles {x['p25'] * 100:.0f}-{x['p75'] * 100:.0f}%; {x['steps']} "
                     f"steps; probe {x['gbps']:.1f} GB/s median, {x['gbps_lo']:.1f}-"
-                    f"{x['gbps_hi']:.1f})")
+                    f"{x['gbps_hi']:.1f}; fast phase, both passes >= {x['fast_from']:.1f} GB/s: "
+                    f"{x['fast_steps']} steps, median "
+                    f"{fmt(x['fast_frac'] and x['fast_frac'] * 100, '.0f', '%')})")
         line = f"{name}: stepped decode: " + peer("Kiln", ks)
         if ls:
             line += (f"; {peer('llama.cpp', ls)}; Kiln/llama.cpp at equal bandwidth "

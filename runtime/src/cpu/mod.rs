@@ -251,6 +251,10 @@ impl CpuExecutor {
         only: Option<&[&str]>,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
         let start = Instant::now();
+        // A call that failed part way left its launches counted: dropped.
+        if self.machine.profiling {
+            self.machine.tally.fill(Default::default());
+        }
         if let Some(names) = only {
             crate::select::check_outputs(&self.plan, names)?;
         }
