@@ -69,10 +69,12 @@ impl AlignedBuf {
     /// for the whole context), where a huge page would zero 2 MiB for the
     /// first row written. Huge pages here were tried: decode attention at
     /// 1k tokens of context gained 0.5 ms a step (fewer TLB misses reading a
-    /// head's keys a token row apart), but every generation's state is a
-    /// fresh mapping, and faulting in its huge pages (zeroing, at times
-    /// compaction) made a 128-token prefill of the 134M Llama take 145 or
-    /// 190 ms by turns instead of 145.
+    /// head's keys a token row apart), but every generation's state was
+    /// then a fresh mapping, and faulting in its huge pages (zeroing, at
+    /// times compaction) made a 128-token prefill of the 134M Llama take 145
+    /// or 190 ms by turns instead of 145. The executor now keeps a state's
+    /// memory across generations (`init_state`), so only the first would
+    /// pay that; not measured again.
     pub fn zeroed_lazy(len: usize) -> AlignedBuf {
         // A fresh mapping: the heap's `alloc_zeroed` may reuse freed memory
         // and clear it, faulting in every page (a 2048-token cache of the

@@ -68,8 +68,9 @@ impl CpuExecutor {
     /// (e.g. `ctx = 256` for a cache `f32[ctx, heads, dim]`), replacing
     /// any state held. A state of the same size keeps its memory and has
     /// only the part calls may have written cleared (`written.rs`), so a
-    /// new generation does not fault its cache's pages in again. A symbol of a state's shape missing from
-    /// `sizes` is [`RuntimeError::StateShape`].
+    /// new generation does not fault its cache's pages in again. A symbol
+    /// of a state's shape missing from `sizes` is
+    /// [`RuntimeError::StateShape`], and then no state changes.
     pub fn init_state(&mut self, sizes: &Bindings) -> Result<(), RuntimeError> {
         let shapes = call::state_shapes(&self.plan, &self.is_state, sizes)?;
         for (i, shape, bytes) in shapes {
