@@ -58,6 +58,20 @@ fn graph() -> Graph {
     g.finish()
 }
 
+/// `before` and `after` give exactly the same outputs on three random
+/// environments.
+fn same_results(before: &Graph, after: &Graph, seed: u64) {
+    let mut rng = rng(seed);
+    for _ in 0..3 {
+        let (inputs, params) = random_env(before, &mut rng);
+        let want = run(before, &inputs, &params).unwrap();
+        let got = run(after, &inputs, &params).unwrap();
+        for (name, w) in &want {
+            compare(&got[name], w, true).unwrap_or_else(|m| panic!("{name}: {m}"));
+        }
+    }
+}
+
 #[test]
 fn last_two_swaps_become_matmul_t_on_the_cpu() {
     let g = graph();
@@ -68,15 +82,7 @@ fn last_two_swaps_become_matmul_t_on_the_cpu() {
     assert_eq!(count(&out, "matmul"), 1, "{out}");
     // The weight's transpose is gone; `kt` (an output) and `rp` stay.
     assert_eq!(count(&out, "permute"), 2, "{out}");
-    let mut rng = rng(7);
-    for _ in 0..3 {
-        let (inputs, params) = random_env(&g, &mut rng);
-        let want = run(&g, &inputs, &params).unwrap();
-        let got = run(&out, &inputs, &params).unwrap();
-        for (name, w) in &want {
-            compare(&got[name], w, true).unwrap_or_else(|m| panic!("{name}: {m}"));
-        }
-    }
+    same_results(&g, &out, 7);
 }
 
 #[test]
@@ -261,15 +267,7 @@ fn sibling_matmuls_over_own_weights_merge() {
     assert_eq!(count(&out, "concat"), 1, "{out}");
     // 6 linear layers -> 4 matmul_t (one merged of three).
     assert_eq!(count(&out, "matmul_t"), 4, "{out}");
-    let mut rng = rng(3);
-    for _ in 0..3 {
-        let (inputs, params) = random_env(&g, &mut rng);
-        let want = run(&g, &inputs, &params).unwrap();
-        let got = run(&out, &inputs, &params).unwrap();
-        for (name, w) in &want {
-            compare(&got[name], w, true).unwrap_or_else(|m| panic!("{name}: {m}"));
-        }
-    }
+    same_results(&g, &out, 3);
     // The GPU target keeps them all.
     let (gpu, _) = layout(&g, CostTarget::Gpu);
     assert_eq!(count(&gpu, "concat"), 0, "{gpu}");

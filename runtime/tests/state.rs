@@ -311,20 +311,7 @@ fn steady_state_steps_allocate_nothing() {
     }
     assert_eq!(allocations() - before, 0, "steps of a scan allocated");
 
-    let mut g = Graph::new("cache");
-    let c = g.add_input("cache", f32t(&["n", "4"])).unwrap();
-    let x = g.add_input("x", f32t(&["seq", "4"])).unwrap();
-    let u = g
-        .add(
-            Op::UpdateSlice {
-                axis: 0,
-                start: "past".into(),
-            },
-            &[c, x],
-        )
-        .unwrap();
-    g.add_output_alias("cache_out", u, "cache").unwrap();
-    let mut exe = executor(&g, 1);
+    let mut exe = executor(&cache_graph(), 1);
     exe.init_state(&[("n".to_string(), 16)].into()).unwrap();
     let x1 = named(vec![("x", tensor(&[1, 4], 3))]);
     let sizes: Vec<Bindings> = (0..8).map(|p| [("past".to_string(), p)].into()).collect();
@@ -342,8 +329,7 @@ fn steady_state_steps_allocate_nothing() {
     );
 }
 
-/// The cache graph of `steady_state_steps_allocate_nothing`: `cache[n, 4]`
-/// takes `x` at `past`, in place.
+/// `cache[n, 4]` takes `x` at `past`, in place.
 fn cache_graph() -> Graph {
     let mut g = Graph::new("cache");
     let c = g.add_input("cache", f32t(&["n", "4"])).unwrap();
@@ -361,6 +347,15 @@ fn cache_graph() -> Graph {
     g
 }
 
+/// Whether state `name` is all zeros.
+fn all_zero(exe: &CpuExecutor, name: &str) -> bool {
+    exe.state(name)
+        .unwrap()
+        .to_f32_vec()
+        .iter()
+        .all(|v| *v == 0.0)
+}
+
 /// Initializing again zero-fills every state, whether it kept its memory
 /// (same size: only the rows written are cleared) or not, and whatever
 /// wrote it: an in-place update, a scan's write-back, `set_state`.
@@ -370,14 +365,7 @@ fn init_state_again_zero_fills_what_was_written() {
     let n16: Bindings = [("n".to_string(), 16)].into();
     for round in 0..3 {
         exe.init_state(&n16).unwrap();
-        assert!(
-            exe.state("cache")
-                .unwrap()
-                .to_f32_vec()
-                .iter()
-                .all(|v| *v == 0.0),
-            "round {round}"
-        );
+        assert!(all_zero(&exe, "cache"), "round {round}");
         // Rows 0..5, then 9..11 (a gap left zero), differing per round.
         let mut want = vec![0.0; 16 * 4];
         for (past, seq) in [(0, 5), (9, 2)] {
@@ -398,20 +386,10 @@ fn init_state_again_zero_fills_what_was_written() {
     // A state set whole, then a smaller capacity and the same one again.
     exe.set_state("cache", &tensor(&[16, 4], 7)).unwrap();
     exe.init_state(&n16).unwrap();
-    assert!(exe
-        .state("cache")
-        .unwrap()
-        .to_f32_vec()
-        .iter()
-        .all(|v| *v == 0.0));
+    assert!(all_zero(&exe, "cache"));
     exe.init_state(&[("n".to_string(), 8)].into()).unwrap();
     assert_eq!(exe.state("cache").unwrap().shape, vec![8, 4]);
-    assert!(exe
-        .state("cache")
-        .unwrap()
-        .to_f32_vec()
-        .iter()
-        .all(|v| *v == 0.0));
+    assert!(all_zero(&exe, "cache"));
 
     // A recurrent state copied back after a scan.
     let mut exe = executor(&cumsum(0, false, true), 1);
@@ -425,12 +403,7 @@ fn init_state_again_zero_fills_what_was_written() {
         .iter()
         .any(|v| *v != 0.0));
     exe.init_state(&Bindings::new()).unwrap();
-    assert!(exe
-        .state("c0")
-        .unwrap()
-        .to_f32_vec()
-        .iter()
-        .all(|v| *v == 0.0));
+    assert!(all_zero(&exe, "c0"));
 }
 
 #[test]
