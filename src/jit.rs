@@ -269,4 +269,10 @@ impl kiln_runtime::Executor for Executable {
     fn device(&self) -> String {
         kiln_runtime::Executor::device(&self.executor)
     }
+    fn set_profiler(
+        &mut self,
+        profiler: Option<kiln_runtime::profile::Profiler>,
+    ) -> Result<(), kiln_runtime::RuntimeError> {
+        kiln_runtime::Executor::set_profiler(&mut self.executor, profiler)
+    }
 }

@@ -251,7 +251,7 @@ fn logits_prefill_and_decode_match_the_golden_file() {
 
 /// `kiln generate --ids` greedy equals transformers' `generate(do_sample=False)`.
 #[test]
-fn generate_greedy_ids_match_the_golden_file() {
+fn generate_greedy_ids_match_the_golden_file_also_profiled() {
     let dir = golden("mamba-explicit-rank");
     let prompt = csv(&golden_ids(&dir, "greedy_prompt"));
     let o = kiln_ok(&[
@@ -265,12 +265,21 @@ fn generate_greedy_ids_match_the_golden_file() {
         "--temperature",
         "0",
         "--ids",
+        "--profile",
     ]);
     let got: Vec<i64> = stdout(&o)
         .split_whitespace()
         .map(|t| t.parse().unwrap())
         .collect();
     assert_eq!(got, golden_ids(&dir, "greedy_ids"));
+    // `--profile` (scans included) changes no token and prints both tables.
+    let err = stderr(&o);
+    assert!(err.contains("profile: prefill ("), "{err}");
+    assert!(
+        err.contains("profile: decode (31 steps of one token)"),
+        "{err}"
+    );
+    assert!(err.contains("total, 31 calls"), "{err}");
 }
 
 #[test]

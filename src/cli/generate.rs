@@ -9,7 +9,9 @@ use kiln::model::{LoadedModel, TextCodec};
 use kiln_passes::PassOptions;
 use kiln_runtime::generate::GenerateOptions;
 use kiln_runtime::lm::text::{stats_line, stream_generation, TextStream};
+use kiln_runtime::profile::{report, Profiled, Profiler};
 use kiln_runtime::sampler::SamplingFlags;
+use kiln_runtime::Executor;
 use std::time::Instant;
 
 /// Model, compilation and sampling flags shared by `generate` and `run`.
@@ -38,6 +40,11 @@ pub struct Common {
     /// KV-cache capacity in tokens (default: the model's maximum context).
     #[arg(long)]
     pub ctx: Option<usize>,
+    /// Print to stderr where the generation's time went, kernel by kernel
+    /// (launches, milliseconds, share, operand bytes and rate), its prefill
+    /// and its decode apart.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(clap::Args)]
@@ -101,8 +108,19 @@ pub fn stream(
         Some(TextCodec::Bytes) => TextStream::bytes(),
         None => TextStream::Ids,
     };
+    let profiler = Profiler::new();
+    if c.profile {
+        lm.adapter()
+            .executor_mut()
+            .set_profiler(Some(profiler.clone()))?;
+    }
+    let mut profiled = Profiled::new(lm, profiler);
     let mut out = std::io::stdout().lock();
-    let (_, stats) = stream_generation(lm, &prompt, &opts, &mut text, &mut out)?;
+    let (_, stats) = stream_generation(&mut profiled, &prompt, &opts, &mut text, &mut out)?;
+    let (prefill, decode) = profiled.finish();
+    if c.profile {
+        eprint!("{}", report(&prefill, &decode, stats.prompt_tokens));
+    }
     if c.stats {
         eprintln!("{}", stats_line(&stats));
     }

@@ -1,12 +1,11 @@
 //! `kiln-run ART --prompt TEXT`: stream generated text, as `kiln generate`.
 
 use crate::args::RunArgs;
-use crate::profile::{self, Profiled};
 use anyhow::{anyhow, bail, Context};
 use kiln_runtime::artifact::Codec;
 use kiln_runtime::generate::{GenerateOptions, GenerationStats, LanguageModel};
 use kiln_runtime::lm::text::{stats_line, stream_generation, TextStream};
-use kiln_runtime::profile::Profiler;
+use kiln_runtime::profile::{self, Profiled, Profiler};
 use kiln_runtime::Executor;
 use std::io::{BufRead, Write};
 

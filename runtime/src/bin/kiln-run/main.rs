@@ -15,7 +15,6 @@ mod generate;
 mod info;
 mod load;
 mod logits;
-mod profile;
 
 use clap::Parser;
 use std::process::ExitCode;
