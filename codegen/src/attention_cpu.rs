@@ -499,8 +499,9 @@ const KEYS_AHEAD: i64 = 8;
 /// heads apart, a new 4 KiB page every key or so, where the hardware
 /// prefetchers do not follow: the score loop prefetches them itself, into
 /// the outer caches ([`Builder::prefetch`]: prefetched into L1 they held
-/// the miss buffers the loads needed). The element offsets of each cache line of a key row and of a value row, for
-/// `f32` rows of a constant length; `None` when not token-major.
+/// the miss buffers the loads needed). The element offsets of each cache
+/// line of a key row and of a value row, for `f32` rows of a constant
+/// length; `None` when not token-major.
 fn prefetched_rows(a: &Attn) -> Option<(Vec<i64>, Vec<i64>)> {
     if !a.token_major || a.dt != DType::F32 {
         return None;

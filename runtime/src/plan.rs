@@ -196,6 +196,13 @@ impl Plan {
         }
     }
 
+    /// The input output `o` updates in place (its `alias`), when it names
+    /// one.
+    pub fn aliased_input(&self, o: &PlanOutput) -> Option<usize> {
+        let alias = o.alias.as_ref()?;
+        self.inputs.iter().position(|i| &i.name == alias)
+    }
+
     /// The indices of the inputs that are state: aliased by an output.
     pub fn state_inputs(&self) -> Vec<usize> {
         self.inputs

@@ -175,6 +175,23 @@ impl<'a> Profiled<'a> {
             None => (rest, Profile::default()),
         }
     }
+
+    /// Both tables, each under a heading with its token count.
+    pub fn report(self, prompt_tokens: usize) -> String {
+        let (prefill, decode) = self.finish();
+        let mut out = format!(
+            "profile: prefill ({prompt_tokens} tokens)\n{}",
+            prefill.table()
+        );
+        if decode.calls > 0 {
+            out += &format!(
+                "profile: decode ({} steps of one token)\n{}",
+                decode.calls,
+                decode.table()
+            );
+        }
+        out
+    }
 }
 
 impl LanguageModel for Profiled<'_> {
@@ -194,22 +211,6 @@ impl LanguageModel for Profiled<'_> {
         }
         logits
     }
-}
-
-/// Both tables, each under a heading with its token count.
-pub fn report(prefill: &Profile, decode: &Profile, prompt_tokens: usize) -> String {
-    let mut out = format!(
-        "profile: prefill ({prompt_tokens} tokens)\n{}",
-        prefill.table()
-    );
-    if decode.calls > 0 {
-        out += &format!(
-            "profile: decode ({} steps of one token)\n{}",
-            decode.calls,
-            decode.table()
-        );
-    }
-    out
 }
 
 #[cfg(test)]

@@ -393,6 +393,11 @@ def median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+#: A step is in the fast phase when both probe passes around it read at
+#: least this many times the median pass.
+FAST_PHASE = 1.35
+
+
 def stepped_summary(r: dict, peer: str) -> dict | None:
     """A peer's stepped decodes over all rounds: each step's read rate as a
     fraction of the probe passes either side of it (bandwidth.stepped_fractions)."""
@@ -416,10 +421,6 @@ def stepped_summary(r: dict, peer: str) -> dict | None:
             "fast_from": fast_from, "fast_steps": len(fast),
             "fast_frac": median(fast) if fast else None}
 
-
-#: A step is in the fast phase when both probe passes around it read at
-#: least this many times the median pass.
-FAST_PHASE = 1.35
 
 
 def limit_text(r: dict, gbps: float, kv, pv, lv) -> str:

@@ -9,7 +9,7 @@ use kiln::model::{LoadedModel, TextCodec};
 use kiln_passes::PassOptions;
 use kiln_runtime::generate::GenerateOptions;
 use kiln_runtime::lm::text::{stats_line, stream_generation, TextStream};
-use kiln_runtime::profile::{report, Profiled, Profiler};
+use kiln_runtime::profile::{Profiled, Profiler};
 use kiln_runtime::sampler::SamplingFlags;
 use kiln_runtime::Executor;
 use std::time::Instant;
@@ -117,9 +117,8 @@ pub fn stream(
     let mut profiled = Profiled::new(lm, profiler);
     let mut out = std::io::stdout().lock();
     let (_, stats) = stream_generation(&mut profiled, &prompt, &opts, &mut text, &mut out)?;
-    let (prefill, decode) = profiled.finish();
     if c.profile {
-        eprint!("{}", report(&prefill, &decode, stats.prompt_tokens));
+        eprint!("{}", profiled.report(stats.prompt_tokens));
     }
     if c.stats {
         eprintln!("{}", stats_line(&stats));

@@ -44,7 +44,7 @@ struct Key {
 /// doc), members in node order.
 pub(super) fn merge_siblings(g: &mut Graph, done: &mut Vec<Rewrite>) -> Result<(), PassError> {
     let mut groups: Vec<(Key, Vec<Member>)> = Vec::new();
-    for n in g.node_ids().collect::<Vec<_>>() {
+    for n in g.node_ids() {
         if g.node(n).op != Op::MatMulT {
             continue;
         }

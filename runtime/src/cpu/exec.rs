@@ -28,9 +28,8 @@ pub(crate) struct Machine {
     /// Bytes each arena slot needs.
     pub slot_bytes: Vec<usize>,
     args: PtrVec,
-    /// Per kernel, then copies last: launches, time and operand bytes
-    /// since the executor last handed them to its profiler. Counted only
-    /// while `profiling`.
+    /// Per kernel, then copies last: launches, time and operand bytes of
+    /// the current call. Counted only while `profiling`.
     pub tally: Vec<Tally>,
     pub profiling: bool,
 }

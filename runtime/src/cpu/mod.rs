@@ -251,7 +251,8 @@ impl CpuExecutor {
         only: Option<&[&str]>,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
         let start = Instant::now();
-        // A call that failed part way left its launches counted: dropped.
+        // This call's tally starts from zero (a call that failed part way
+        // left its launches counted: they are dropped).
         if self.machine.profiling {
             self.machine.tally.fill(Default::default());
         }
@@ -299,7 +300,7 @@ impl CpuExecutor {
             self.note_writes();
         }
         if let Some(p) = &self.profiler {
-            record(p, &self.plan, &mut self.machine, start);
+            record(p, &self.plan, &self.machine, start);
         }
         Ok(out)
     }
@@ -346,16 +347,15 @@ impl CpuExecutor {
     }
 }
 
-/// Hands one call's tally to the profiler and clears it.
-fn record(p: &Profiler, plan: &Plan, m: &mut Machine, start: Instant) {
+/// Hands one call's tally to the profiler.
+fn record(p: &Profiler, plan: &Plan, m: &Machine, start: Instant) {
     p.record(|t| {
         t.calls += 1;
         t.total += start.elapsed();
         let names = plan.kernels.iter().map(|k| k.name.as_str()).chain(["copy"]);
-        for (name, tally) in names.zip(&mut m.tally) {
+        for (name, tally) in names.zip(&m.tally) {
             if tally.launches > 0 {
                 t.add(name, tally.launches, tally.time, tally.bytes);
-                *tally = Default::default();
             }
         }
     });

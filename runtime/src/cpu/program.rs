@@ -153,7 +153,7 @@ impl Program {
                 return Err(bad(format!("output `{}` is a scan body's buffer", o.name)));
             }
             if let Some(alias) = &o.alias {
-                let Some(x) = plan.inputs.iter().position(|i| &i.name == alias) else {
+                let Some(x) = plan.aliased_input(o) else {
                     return Err(bad(format!("output `{}` aliases no input", o.name)));
                 };
                 let root = plan.root(o.buffer);

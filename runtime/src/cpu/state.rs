@@ -166,8 +166,7 @@ impl CpuExecutor {
     /// another state, so the order does not matter.
     pub(super) fn write_back(&mut self) {
         for o in &self.plan.outputs {
-            let Some(alias) = &o.alias else { continue };
-            let Some(x) = self.plan.inputs.iter().position(|i| &i.name == alias) else {
+            let Some(x) = self.plan.aliased_input(o) else {
                 continue;
             };
             let root = self.plan.root(o.buffer);

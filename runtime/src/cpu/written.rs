@@ -73,8 +73,7 @@ pub(crate) fn state_writes(plan: &Plan, is_state: &[bool]) -> Result<Vec<Writes>
     };
     walk(plan, &plan.steps, &state_of, &mut out)?;
     for o in &plan.outputs {
-        let Some(alias) = &o.alias else { continue };
-        let Some(x) = plan.inputs.iter().position(|i| &i.name == alias) else {
+        let Some(x) = plan.aliased_input(o) else {
             continue;
         };
         // An aliased output living elsewhere is copied back whole.

@@ -113,8 +113,7 @@ impl CudaExecutor {
     /// matter. Later calls and reads are ordered after these copies.
     pub(super) fn write_back(&mut self) -> Result<(), RuntimeError> {
         for o in &self.plan.outputs {
-            let Some(alias) = &o.alias else { continue };
-            let Some(x) = self.plan.inputs.iter().position(|i| &i.name == alias) else {
+            let Some(x) = self.plan.aliased_input(o) else {
                 continue;
             };
             let root = self.plan.root(o.buffer);
@@ -128,7 +127,10 @@ impl CudaExecutor {
             let n = self.machine.bytes[o.buffer];
             if let Some(s) = &self.states[x] {
                 device::copy(s.buf.ptr(), src, n, || {
-                    format!("writing output `{}` back into state `{alias}`", o.name)
+                    format!(
+                        "writing output `{}` back into state `{}`",
+                        o.name, self.plan.inputs[x].name
+                    )
                 })?;
             }
         }

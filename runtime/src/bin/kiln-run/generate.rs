@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Context};
 use kiln_runtime::artifact::Codec;
 use kiln_runtime::generate::{GenerateOptions, GenerationStats, LanguageModel};
 use kiln_runtime::lm::text::{stats_line, stream_generation, TextStream};
-use kiln_runtime::profile::{self, Profiled, Profiler};
+use kiln_runtime::profile::{Profiled, Profiler};
 use kiln_runtime::Executor;
 use std::io::{BufRead, Write};
 
@@ -59,12 +59,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(name)?
             .1
     };
-    let (prefill, decode) = profiled.finish();
     if args.profile {
-        eprint!(
-            "{}",
-            profile::report(&prefill, &decode, stats.prompt_tokens)
-        );
+        eprint!("{}", profiled.report(stats.prompt_tokens));
     }
     if args.stats {
         eprintln!("{}", stats_line(&stats));
